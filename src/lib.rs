@@ -9,5 +9,7 @@
 
 pub mod eas;
 pub mod sqlite;
+pub mod state;
 pub mod store;
+pub mod sync;
 pub mod wbxml;

@@ -306,7 +306,8 @@ pub trait Mailbox: Send + Sync {
     /// IMAP: `STATUS folder (UIDVALIDITY UIDNEXT MESSAGES HIGHESTMODSEQ)`.
     async fn status(&self, folder: &FolderId) -> StoreResult<FolderStatus>;
 
-    /// Messages whose MODSEQ is greater than `since`, lowest MODSEQ first, at most `limit`.
+    /// Messages whose MODSEQ is greater than `since`, lowest MODSEQ first, at most `limit`
+    /// (more only to complete a group of messages sharing one MODSEQ, which is never split).
     /// IMAP: `UID FETCH 1:* (UID FLAGS MODSEQ INTERNALDATE RFC822.SIZE) (CHANGEDSINCE since)`.
     async fn changed_since(&self, folder: &FolderId, since: ModSeq, limit: usize) -> StoreResult<Vec<MessageState>>;
 
@@ -326,9 +327,9 @@ pub trait Mailbox: Send + Sync {
     /// device whose knowledge predates what `vanished_since` can answer.
     async fn all_uids(&self, folder: &FolderId) -> StoreResult<Vec<Uid>>;
 
-    /// Number of messages received at or after `received_since` (all when `None`).
-    /// IMAP: `SEARCH SINCE d` (count of results).
-    async fn count(&self, folder: &FolderId, received_since: Option<i64>) -> StoreResult<u32>;
+    /// Number of messages with UID below `below` (all when `None`) received at or after
+    /// `received_since` (all when `None`). IMAP: `UID SEARCH UID 1:below-1 SINCE d`.
+    async fn count(&self, folder: &FolderId, below: Option<Uid>, received_since: Option<i64>) -> StoreResult<u32>;
 
     /// The raw RFC 5322 message. IMAP: `UID FETCH uid BODY.PEEK[]`.
     async fn fetch(&self, folder: &FolderId, uid: Uid) -> StoreResult<Bytes>;

@@ -360,7 +360,7 @@ impl Mailbox for EmbeddedMailbox {
             .await?
     }
 
-    async fn count(&self, folder: &FolderId, received_since: Option<i64>) -> StoreResult<u32> {
+    async fn count(&self, folder: &FolderId, below: Option<Uid>, received_since: Option<i64>) -> StoreResult<u32> {
         let (account_id, folder) = (self.account_id, folder_key(folder)?);
         self.inner
             .db
@@ -368,8 +368,8 @@ impl Mailbox for EmbeddedMailbox {
                 Ok((|| {
                     owned_folder(c, account_id, folder)?;
                     let n: i64 = c.query_row(
-                        "SELECT count(*) FROM messages WHERE folder_id = ?1 AND internal_date >= ?2",
-                        params![folder, received_since.unwrap_or(i64::MIN)],
+                        "SELECT count(*) FROM messages WHERE folder_id = ?1 AND uid < ?2 AND internal_date >= ?3",
+                        params![folder, below.map(i64::from).unwrap_or(i64::MAX), received_since.unwrap_or(i64::MIN)],
                         |r| r.get(0),
                     )?;
                     Ok(n as u32)
