@@ -7,7 +7,10 @@
 //! - [`store`]: the `MailStore` trait on IMAP's data model, the embedded backend.
 //! - [`sqlite`]: SQLite connection handling shared by the stores that use it.
 
+pub mod config;
 pub mod eas;
+pub mod metrics;
+pub mod push;
 pub mod sqlite;
 pub mod state;
 pub mod store;
