@@ -65,6 +65,7 @@ struct CommandDef {
     #[serde(default)]
     code: Option<u8>,
     versions: Vec<String>,
+    request_root: String,
 }
 
 #[derive(Deserialize)]
@@ -244,6 +245,17 @@ fn gen_commands(file: &CommandFile) -> String {
     out.push_str("        }\n    }\n\n    /// Protocol versions (\"12.0\" ... \"16.1\") that define the command.\n    pub fn versions(self) -> &'static [&'static str] {\n        match self {\n");
     for c in &file.command {
         let _ = writeln!(out, "            Command::{} => &{:?},", c.name, c.versions);
+    }
+    out.push_str("        }\n    }\n\n    /// Root element of the request body, `(page, tag)`; `None` for commands without one.\n    pub fn request_root(self) -> Option<(&'static str, &'static str)> {\n        match self {\n");
+    for c in &file.command {
+        match c.request_root.split_once(':') {
+            Some((page, tag)) => {
+                let _ = writeln!(out, "            Command::{} => Some(({page:?}, {tag:?})),", c.name);
+            }
+            None => {
+                let _ = writeln!(out, "            Command::{} => None,", c.name);
+            }
+        }
     }
     out.push_str("        }\n    }\n\n    pub fn from_name(name: &str) -> Option<Command> {\n        Self::ALL.iter().copied().find(|c| c.name() == name)\n    }\n\n    pub fn from_code(code: u8) -> Option<Command> {\n        Self::ALL.iter().copied().find(|c| c.code() == Some(code))\n    }\n}\n\n");
     out.push_str("/// The base64 query's parameter codes: (code, name).\npub static QUERY_PARAMETERS: &[(u8, &str)] = &[\n");

@@ -7,10 +7,18 @@
 //! - [`store`]: the `MailStore` trait on IMAP's data model, the embedded backend.
 //! - [`sqlite`]: SQLite connection handling shared by the stores that use it.
 
+pub mod admin;
+pub mod app;
+pub mod backup;
 pub mod config;
+pub mod delivery;
+pub mod demo;
 pub mod eas;
 pub mod metrics;
+pub mod oof;
+pub mod outbound;
 pub mod push;
+pub mod server;
 pub mod sqlite;
 pub mod state;
 pub mod store;

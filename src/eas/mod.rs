@@ -1,12 +1,25 @@
 //! The ActiveSync protocol: the HTTP request form, status codes, and one module per command
 //! that parses its request from the WBXML element tree and builds its response.
 //!
-//! Commands call the sync engine, the store and the device state through [`crate::server`]'s
-//! request context; they never touch sockets. Errors become protocol statuses in exactly one
-//! place, [`error`].
+//! Commands call the sync engine, the store and the device state through the request
+//! context ([`dispatch::Ctx`]); they never touch sockets. Errors become protocol answers in
+//! exactly one place, [`error::into_response`].
 
+pub mod compose;
+pub mod dispatch;
+pub mod email;
+pub mod error;
+pub mod folder_sync;
+pub mod folders;
+pub mod get_item_estimate;
+pub mod item_operations;
+pub mod ping;
+pub mod provision;
 pub mod request;
+pub mod send_mail;
+pub mod settings;
 pub mod status;
+pub mod sync;
 pub mod version;
 
 pub use request::{CommandParams, RequestLine, RequestLineError};
@@ -17,3 +30,36 @@ mod generated {
 }
 
 pub use generated::{Command, QUERY_PARAMETERS};
+
+use dispatch::{Ctx, Request};
+use error::{CommandResponse, EasError};
+
+/// Whether a command has a handler (the rest answer 501 and are not announced).
+pub(crate) fn handler_exists(command: Command) -> bool {
+    matches!(
+        command,
+        Command::Provision
+            | Command::FolderSync
+            | Command::Sync
+            | Command::GetItemEstimate
+            | Command::ItemOperations
+            | Command::GetAttachment
+            | Command::Settings
+            | Command::Ping
+    )
+}
+
+/// Calls the command's handler.
+pub(crate) async fn run_command(ctx: &mut Ctx<'_>, request: Request) -> Result<CommandResponse, EasError> {
+    match ctx.line.command {
+        Command::Provision => provision::handle(ctx, request).await,
+        Command::FolderSync => folder_sync::handle(ctx, request).await,
+        Command::Sync => sync::handle(ctx, request).await,
+        Command::GetItemEstimate => get_item_estimate::handle(ctx, request).await,
+        Command::ItemOperations => item_operations::handle(ctx, request).await,
+        Command::GetAttachment => item_operations::get_attachment(ctx, request).await,
+        Command::Settings => settings::handle(ctx, request).await,
+        Command::Ping => Box::pin(ping::handle(ctx, request)).await,
+        _ => Err(EasError::NotImplemented),
+    }
+}

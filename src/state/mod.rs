@@ -202,6 +202,10 @@ pub struct CollectionState {
     pub filter_type: u8,
     /// The last response, applied to the snapshot when the device sends its key.
     pub pending: Option<PendingSync>,
+    /// The device's Options for this collection (protocol-layer JSON), reused when a later
+    /// request omits them.
+    #[serde(default)]
+    pub client_options: Option<String>,
 }
 
 /// Progress markers of a collection's sync (see `crate::sync` for their meaning).
@@ -289,6 +293,11 @@ pub trait StateStore: Send + Sync + 'static {
 
     /// Every UID in the snapshot, ascending.
     async fn snapshot_uids(&self, device: DevicePk, collection: &str) -> StateResult<Vec<Uid>>;
+
+    /// A per-user setting (JSON), e.g. out-of-office.
+    async fn user_setting(&self, login: &str, name: &str) -> StateResult<Option<String>>;
+
+    async fn set_user_setting(&self, login: &str, name: &str, value: &str) -> StateResult<()>;
 
     /// Stores the last full Sync request of a device, for empty Sync requests.
     async fn save_sync_request(&self, device: DevicePk, request: &[u8]) -> StateResult<()>;

@@ -69,6 +69,14 @@ CREATE TABLE items (
     PRIMARY KEY (device, collection, uid)
 ) WITHOUT ROWID;
 CREATE INDEX items_by_date ON items(device, collection, date);
+"#, crate::admin::store::MIGRATION, r#"
+-- Per-user settings devices manage (out-of-office), as JSON by name.
+CREATE TABLE user_settings (
+    login TEXT NOT NULL,
+    name  TEXT NOT NULL,
+    value TEXT NOT NULL,
+    PRIMARY KEY (login, name)
+) WITHOUT ROWID;
 "#];
 
 pub struct SqliteState {
@@ -484,6 +492,27 @@ impl StateStore for SqliteState {
             .await?)
     }
 
+    async fn user_setting(&self, login: &str, name: &str) -> StateResult<Option<String>> {
+        let (l, n) = (login.to_string(), name.to_string());
+        Ok(self
+            .db
+            .read(move |c| Ok(c.query_row("SELECT value FROM user_settings WHERE login = ?1 AND name = ?2", params![l, n], |r| r.get(0)).optional()?))
+            .await?)
+    }
+
+    async fn set_user_setting(&self, login: &str, name: &str, value: &str) -> StateResult<()> {
+        let (l, n, v) = (login.to_string(), name.to_string(), value.to_string());
+        self.db
+            .write(move |tx| {
+                tx.execute(
+                    "INSERT INTO user_settings(login, name, value) VALUES (?1, ?2, ?3) ON CONFLICT(login, name) DO UPDATE SET value = ?3",
+                    params![l, n, v],
+                )?;
+                Ok::<_, StateError>(())
+            })
+            .await
+    }
+
     async fn save_sync_request(&self, device: DevicePk, request: &[u8]) -> StateResult<()> {
         let request = request.to_vec();
         self.db
@@ -558,6 +587,7 @@ mod tests {
             marks: SyncMarks::default(),
             filter_type: 0,
             pending: None,
+            client_options: None,
         };
         let item = |date| SnapItem { flags: Flags::SEEN, keywords: vec!["Work".into()], date };
         let ops = vec![SnapOp::Put(1, item(100)), SnapOp::Put(2, item(200)), SnapOp::Put(3, item(300)), SnapOp::Remove(2)];

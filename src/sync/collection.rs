@@ -363,6 +363,7 @@ pub(super) async fn begin(
     opts: &DeltaOptions,
     get_changes: bool,
     client_ops: Vec<ClientOp>,
+    client_options: Option<String>,
 ) -> Result<CollectionSync, SyncError> {
     let status = mailbox.status(folder).await.map_err(|e| match e {
         StoreError::FolderNotFound => SyncError::FolderNotFound,
@@ -378,6 +379,7 @@ pub(super) async fn begin(
             marks: SyncMarks { changed: status.highest_modseq, vanished: status.highest_modseq, fill_below: Some(status.uidnext) },
             filter_type: opts.filter_type,
             pending: None,
+            client_options,
         };
         return Ok(CollectionSync {
             device,
@@ -429,6 +431,9 @@ pub(super) async fn begin(
         view.apply(op);
     }
 
+    if client_options.is_some() {
+        st.client_options = client_options;
+    }
     let mut marks = st.marks;
     if opts.filter_type != st.filter_type {
         // A wider window must offer older mail again; held messages are skipped by the fill.

@@ -86,6 +86,12 @@ pub fn folder_sync(state: &mut HierarchyState, key: &str, current: Vec<KnownFold
     Ok(HierarchyDelta { key: new_key, adds, updates, deletes })
 }
 
+/// Whether two hierarchies hold the same folders (in any order).
+pub fn same(a: &[KnownFolder], b: &[KnownFolder]) -> bool {
+    let (adds, updates, deletes) = diff(a, b);
+    adds.is_empty() && updates.is_empty() && deletes.is_empty()
+}
+
 /// The hierarchy the device holds, assuming it received the last response.
 pub fn effective(state: &HierarchyState) -> &[KnownFolder] {
     state.pending.as_ref().map_or(&state.folders, |p| &p.folders)

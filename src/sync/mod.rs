@@ -116,8 +116,9 @@ impl SyncEngine {
         opts: &DeltaOptions,
         get_changes: bool,
         client_ops: Vec<ClientOp>,
+        client_options: Option<String>,
     ) -> Result<CollectionSync, SyncError> {
-        collection::begin(mailbox, self.state.as_ref(), device, collection, folder, sync_key, opts, get_changes, client_ops).await
+        collection::begin(mailbox, self.state.as_ref(), device, collection, folder, sync_key, opts, get_changes, client_ops, client_options).await
     }
 
     /// GetItemEstimate: `None` when the collection was never synced.
