@@ -280,8 +280,9 @@ fn body_element(raw: &[u8], msg: &mail_parser::Message<'_>, opts: &RenderOptions
         && opts.version >= ProtocolVersion::V14_0
         && n > 0
     {
-        let p = msg.body_preview(n as usize).map(|p| p.into_owned()).unwrap_or_default();
-        let p = p.chars().take(n as usize).collect::<String>();
+        let text = msg.body_text(0).unwrap_or_default();
+        let p: String = text.split_whitespace().collect::<Vec<_>>().join(" ").chars().take(n as usize).collect();
+        let p = p.trim_end();
         if !p.is_empty() {
             body.push_text_child(tag::air_sync_base::PREVIEW, p);
         }
@@ -470,7 +471,7 @@ mod tests {
         let body = d.child(tag::air_sync_base::BODY).unwrap();
         assert_eq!(body.child_text(tag::air_sync_base::DATA).as_deref(), Some("See y"));
         assert_eq!(body.child_text(tag::air_sync_base::TRUNCATED).as_deref(), Some("1"));
-        assert_eq!(body.child_text(tag::air_sync_base::PREVIEW).as_deref(), Some("See you "));
+        assert_eq!(body.child_text(tag::air_sync_base::PREVIEW).as_deref(), Some("See you"));
         let att = d.child(tag::air_sync_base::ATTACHMENTS).unwrap().child(tag::air_sync_base::ATTACHMENT).unwrap();
         assert_eq!(att.child_text(tag::air_sync_base::DISPLAY_NAME).as_deref(), Some("menu.pdf"));
         assert_eq!(att.child_text(tag::air_sync_base::FILE_REFERENCE).as_deref(), Some("5:7:0"));
@@ -493,7 +494,10 @@ mod tests {
         assert_eq!(body.child(tag::air_sync_base::DATA).unwrap().bytes_content(), MESSAGE);
         let html = BodyPreference { body_type: 2, truncation: None, all_or_none: false, preview: None };
         let d = render(MESSAGE, &state(), 7, &opts(vec![html]));
-        assert!(d.child(tag::air_sync_base::BODY).unwrap().child_text(tag::air_sync_base::DATA).unwrap().contains("<pre>See you at noon."));
+        let html_body = d.child(tag::air_sync_base::BODY).unwrap();
+        assert_eq!(html_body.child_text(tag::air_sync_base::TYPE).as_deref(), Some("2"));
+        let data = html_body.child_text(tag::air_sync_base::DATA).unwrap();
+        assert!(data.contains("See you at noon.") && data.contains('<'), "{data}");
     }
 
     #[test]
@@ -531,8 +535,8 @@ mod tests {
     #[test]
     fn dates() {
         assert_eq!(eas_date(0), "1970-01-01T00:00:00.000Z");
-        assert_eq!(parse_eas_date("2026-11-26T04:48:00.000Z"), Some(1_795_582_080));
-        assert_eq!(parse_eas_date("20261126T044800Z"), Some(1_795_582_080));
+        assert_eq!(parse_eas_date("2026-11-26T04:48:00.000Z"), Some(1_795_668_480));
+        assert_eq!(parse_eas_date("20261126T044800Z"), Some(1_795_668_480));
         assert_eq!(parse_eas_date("yesterday"), None);
     }
 }
