@@ -6,16 +6,22 @@
 //! exactly one place, [`error::into_response`].
 
 pub mod compose;
+pub mod directory;
 pub mod dispatch;
 pub mod email;
 pub mod error;
+pub mod find;
+pub mod folder_ops;
 pub mod folder_sync;
 pub mod folders;
 pub mod get_item_estimate;
 pub mod item_operations;
+pub mod move_items;
 pub mod ping;
 pub mod provision;
 pub mod request;
+pub mod resolve_recipients;
+pub mod search;
 pub mod send_mail;
 pub mod settings;
 pub mod status;
@@ -46,6 +52,16 @@ pub(crate) fn handler_exists(command: Command) -> bool {
             | Command::GetAttachment
             | Command::Settings
             | Command::Ping
+            | Command::SendMail
+            | Command::SmartReply
+            | Command::SmartForward
+            | Command::MoveItems
+            | Command::FolderCreate
+            | Command::FolderUpdate
+            | Command::FolderDelete
+            | Command::Search
+            | Command::Find
+            | Command::ResolveRecipients
     )
 }
 
@@ -60,6 +76,16 @@ pub(crate) async fn run_command(ctx: &mut Ctx<'_>, request: Request) -> Result<C
         Command::GetAttachment => item_operations::get_attachment(ctx, request).await,
         Command::Settings => settings::handle(ctx, request).await,
         Command::Ping => Box::pin(ping::handle(ctx, request)).await,
+        Command::SendMail => send_mail::send_mail(ctx, request).await,
+        Command::SmartReply => send_mail::smart_reply(ctx, request).await,
+        Command::SmartForward => send_mail::smart_forward(ctx, request).await,
+        Command::MoveItems => move_items::handle(ctx, request).await,
+        Command::FolderCreate => folder_ops::create(ctx, request).await,
+        Command::FolderUpdate => folder_ops::update(ctx, request).await,
+        Command::FolderDelete => folder_ops::delete(ctx, request).await,
+        Command::Search => search::handle(ctx, request).await,
+        Command::Find => find::handle(ctx, request).await,
+        Command::ResolveRecipients => resolve_recipients::handle(ctx, request).await,
         _ => Err(EasError::NotImplemented),
     }
 }

@@ -587,3 +587,29 @@ pub(super) async fn has_changes(
     }
     Ok(estimate(mailbox, state_store, device, collection, opts).await?.unwrap_or(0) > 0)
 }
+
+/// See [`crate::sync::SyncEngine::note_moved`]. The snapshot and the pending response are
+/// both updated: whichever the device's next key confirms, the move is already known.
+pub(super) async fn note_moved(
+    state_store: &dyn StateStore,
+    device: DevicePk,
+    (from, uid): (&str, Uid),
+    to: Option<(&str, &MessageState)>,
+) -> Result<(), SyncError> {
+    if let Some(mut st) = state_store.collection(device, from).await? {
+        if let Some(p) = st.pending.as_mut() {
+            p.ops.push(SnapOp::Remove(uid));
+        }
+        state_store.save_collection(device, from, &st, &[SnapOp::Remove(uid)], false).await?;
+    }
+    if let Some((dest, message)) = to
+        && let Some(mut st) = state_store.collection(device, dest).await?
+    {
+        let put = SnapOp::Put(message.uid, snap_item(message));
+        if let Some(p) = st.pending.as_mut() {
+            p.ops.push(put.clone());
+        }
+        state_store.save_collection(device, dest, &st, &[put], false).await?;
+    }
+    Ok(())
+}

@@ -86,6 +86,25 @@ pub fn folder_sync(state: &mut HierarchyState, key: &str, current: Vec<KnownFold
     Ok(HierarchyDelta { key: new_key, adds, updates, deletes })
 }
 
+/// Applies a change the device made itself (FolderCreate/Update/Delete) to its view of the
+/// hierarchy: `key` must be current (a pending response it names is confirmed first);
+/// returns the new key. Only the device's own change is added to its view, so changes made
+/// elsewhere still reach it through FolderSync.
+pub fn own_change(state: &mut HierarchyState, key: &str, change: impl FnOnce(&mut Vec<KnownFolder>)) -> Result<u32, SyncError> {
+    let key: u32 = key.trim().parse().map_err(|_| SyncError::InvalidSyncKey)?;
+    match state.pending.take() {
+        Some(p) if p.key == key => {
+            state.key = p.key;
+            state.folders = p.folders;
+        }
+        Some(_) | None if key == state.key && key != 0 => {}
+        _ => return Err(SyncError::InvalidSyncKey),
+    }
+    change(&mut state.folders);
+    state.key += 1;
+    Ok(state.key)
+}
+
 /// Whether two hierarchies hold the same folders (in any order).
 pub fn same(a: &[KnownFolder], b: &[KnownFolder]) -> bool {
     let (adds, updates, deletes) = diff(a, b);
