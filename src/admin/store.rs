@@ -605,7 +605,10 @@ impl UsageReport {
 pub async fn usage_report(store: &dyn AdminStore, month: &str) -> Result<UsageReport, String> {
     let first = chrono::NaiveDate::parse_from_str(&format!("{month}-01"), "%Y-%m-%d").map_err(|_| format!("{month:?} is not a month (YYYY-MM)"))?;
     let next = first.checked_add_months(chrono::Months::new(1)).ok_or("month out of range")?;
-    let (from, to) = (first.and_hms_opt(0, 0, 0).ok_or("bad date")?.and_utc().timestamp(), next.and_hms_opt(0, 0, 0).ok_or("bad date")?.and_utc().timestamp());
+    let (from, end) = (first.and_hms_opt(0, 0, 0).ok_or("bad date")?.and_utc().timestamp(), next.and_hms_opt(0, 0, 0).ok_or("bad date")?.and_utc().timestamp());
+    // Days that have not begun yet are not billed.
+    let now = chrono::Utc::now().timestamp();
+    let to = end.min(now - now.rem_euclid(86_400) + 86_400);
     let enabled = store.enabled_users_by_day(from, to).await.map_err(|e| e.to_string())?;
     let rows = store.usage(&first.format("%Y-%m-%d").to_string(), &next.format("%Y-%m-%d").to_string()).await.map_err(|e| e.to_string())?;
     let mut users: std::collections::BTreeMap<String, UsageUser> = std::collections::BTreeMap::new();

@@ -106,6 +106,7 @@ pub async fn handle(ctx: &mut Ctx<'_>, request: Request) -> Result<CommandRespon
         let pending = pending_changes(ctx, &watched).await?;
         if !pending.is_empty() {
             ctx.app.metrics.ping_outcome("changes-pending");
+            ctx.app.usage.record_push(ctx.login());
             return Ok(CommandResponse::Wbxml(changed(&pending)));
         }
         drop(hierarchy_state);

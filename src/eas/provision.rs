@@ -40,6 +40,9 @@ pub async fn handle(ctx: &mut Ctx<'_>, request: Request) -> Result<CommandRespon
         match info.child(tag::settings::SET).map(settings::parse_device_information) {
             Some(parsed) => {
                 settings::merge_device_information(&mut ctx.device.info, parsed);
+                // Rules by model can apply now that the model is known.
+                crate::admin::access::reconsider(ctx.app, &mut ctx.device).await?;
+                ctx.app.state.save_device(&ctx.device).await?;
                 device_info_status = Some(1u16);
             }
             None => device_info_status = Some(2),

@@ -74,6 +74,7 @@ pub async fn handle(ctx: &mut Ctx<'_>, request: Request) -> Result<CommandRespon
         }
     }
     if device_changed {
+        crate::admin::access::reconsider(ctx.app, &mut ctx.device).await?;
         ctx.app.state.save_device(&ctx.device).await?;
     }
     Ok(CommandResponse::Wbxml(response))

@@ -42,6 +42,46 @@ impl CollectionOptions {
     }
 }
 
+/// Keys handed to a quarantined device: `Q1`, `Q2`. They are not keys of any real sync
+/// state, so once the device is allowed its next Sync gets Status 3 and it starts over,
+/// which also removes the notice.
+const QUARANTINE_KEYS: [&str; 2] = ["Q1", "Q2"];
+
+/// What a quarantined device sees: every collection empty, and in the Inbox one message
+/// telling the user the device waits for an administrator.
+async fn quarantined(ctx: &Ctx<'_>, req: &SyncRequest) -> Result<CommandResponse, EasError> {
+    let folders = ctx.folders().await?;
+    let inbox = folders.with_role(SpecialUse::Inbox).map(|(c, _)| c.clone());
+    let mut collections = Element::new(tag::air_sync::COLLECTIONS);
+    for c in &req.collections {
+        let key = c.sync_key.clone().unwrap_or_default();
+        let (next, notice) = match key.trim() {
+            "0" => (QUARANTINE_KEYS[0], false),
+            k if k == QUARANTINE_KEYS[0] => (QUARANTINE_KEYS[1], inbox.as_deref() == Some(c.collection_id.as_str())),
+            k if k == QUARANTINE_KEYS[1] => (QUARANTINE_KEYS[1], false),
+            _ => {
+                collections.push(collection_status(c, "0", SyncStatus::InvalidSyncKey).element);
+                continue;
+            }
+        };
+        let mut e = collection_status(c, next, SyncStatus::Success).element;
+        if notice {
+            let raw = format!(
+                "From: pushsync <postmaster@localhost>\r\nTo: {}\r\nSubject: This device is quarantined\r\nDate: {}\r\n\r\nThis device ({}) is waiting for an administrator to allow it.\r\nMail will sync as soon as it is allowed.\r\n",
+                ctx.account.email,
+                chrono::Utc::now().to_rfc2822(),
+                ctx.device.device_type
+            );
+            let state = crate::store::MessageState { uid: 0, modseq: 0, flags: Flags::NONE, keywords: Vec::new(), internal_date: chrono::Utc::now().timestamp(), size: raw.len() as u64 };
+            let render = RenderOptions { preferences: Vec::new(), mime_support: 0, version: ctx.version(), collection: c.collection_id.clone(), draft_folder: false };
+            let add = Element::new(tag::air_sync::ADD).with_text(tag::air_sync::SERVER_ID, format!("{}:quarantine", c.collection_id)).with(email::render(raw.as_bytes(), &state, 0, &render));
+            e.push(Element::new(tag::air_sync::COMMANDS).with(add));
+        }
+        collections.push(e);
+    }
+    Ok(CommandResponse::Wbxml(Element::new(tag::air_sync::SYNC).with(collections)))
+}
+
 /// The delta options a collection was last synced with (Ping's and GetItemEstimate's view).
 pub(super) fn delta_options(state: &crate::state::CollectionState) -> DeltaOptions {
     let options: CollectionOptions = state.client_options.as_deref().and_then(|j| serde_json::from_str(j).ok()).unwrap_or_default();
@@ -203,6 +243,9 @@ pub async fn handle(ctx: &mut Ctx<'_>, request: Request) -> Result<CommandRespon
         return Ok(CommandResponse::Wbxml(response));
     }
     ctx.app.usage.record_sync(ctx.login(), &ctx.device.device_id);
+    if ctx.device.access == crate::state::AccessState::Quarantined {
+        return quarantined(ctx, &req).await;
+    }
 
     let deadline = req.heartbeat.map(|h| Instant::now() + Duration::from_secs(h as u64));
     loop {
