@@ -332,6 +332,32 @@ mod tests {
         assert_eq!(back.admin_listen.ip().to_string(), "127.0.0.1");
     }
 
+    /// docs/CONFIGURATION.md shows every key: its example (with the commented keys switched
+    /// on) must parse, and every key of the configuration must appear in it.
+    #[test]
+    fn the_configuration_document_lists_every_key() {
+        let doc = include_str!("../docs/CONFIGURATION.md");
+        let block = doc.split("```toml").nth(1).and_then(|b| b.split("```").next()).expect("a toml block");
+        let uncommented: String = block
+            .lines()
+            .map(|l| match l.strip_prefix("# ") {
+                Some(rest) if rest.starts_with('[') || rest.split_once(" = ").is_some_and(|(k, _)| k.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')) => rest.to_string(),
+                _ => l.to_string(),
+            })
+            .collect::<Vec<_>>()
+            .join("\n");
+        let parsed: Config = toml::from_str(&uncommented).unwrap_or_else(|e| panic!("{e}\n{uncommented}"));
+        parsed.validate().unwrap();
+        let mut full = Config::default();
+        full.smtp = parsed.smtp.clone();
+        let all = toml::to_string(&full).unwrap();
+        for line in all.lines() {
+            if let Some((key, _)) = line.split_once(" = ") {
+                assert!(block.contains(&format!("{key} =")), "docs/CONFIGURATION.md does not mention {key}");
+            }
+        }
+    }
+
     #[test]
     fn partial_files_keep_defaults_and_unknown_keys_are_refused() {
         let c: Config = toml::from_str("plain_http = true\n[sync]\nmax_window = 1000\n").unwrap();

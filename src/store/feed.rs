@@ -10,6 +10,9 @@ use std::time::Instant;
 
 use dashmap::DashMap;
 use tokio::sync::broadcast;
+use tokio_stream::StreamExt as _;
+use tokio_stream::wrappers::BroadcastStream;
+use tokio_stream::wrappers::errors::BroadcastStreamRecvError;
 
 use super::{FolderId, Origin};
 
@@ -51,22 +54,22 @@ pub enum FeedEvent {
 
 /// A subscription to one user's changes. Dropping it unsubscribes.
 pub struct ChangeFeed {
-    rx: broadcast::Receiver<StoreChange>,
+    changes: BroadcastStream<StoreChange>,
     /// Keeps whatever produces the feed alive (an IMAP watcher) while someone listens.
     _keepalive: Option<Box<dyn Send + Sync>>,
 }
 
 impl ChangeFeed {
     pub fn new(rx: broadcast::Receiver<StoreChange>, keepalive: Option<Box<dyn Send + Sync>>) -> Self {
-        ChangeFeed { rx, _keepalive: keepalive }
+        ChangeFeed { changes: BroadcastStream::new(rx), _keepalive: keepalive }
     }
 
     /// Waits for the next event.
     pub async fn next(&mut self) -> FeedEvent {
-        match self.rx.recv().await {
-            Ok(change) => FeedEvent::Change(change),
-            Err(broadcast::error::RecvError::Lagged(_)) => FeedEvent::Lagged,
-            Err(broadcast::error::RecvError::Closed) => FeedEvent::Closed,
+        match self.changes.next().await {
+            Some(Ok(change)) => FeedEvent::Change(change),
+            Some(Err(BroadcastStreamRecvError::Lagged(_))) => FeedEvent::Lagged,
+            None => FeedEvent::Closed,
         }
     }
 }
