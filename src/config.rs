@@ -148,11 +148,13 @@ pub struct AuthSettings {
     pub cache_ttl_secs: u64,
     /// Realm announced in `WWW-Authenticate`.
     pub realm: String,
+    /// A wrong password is answered only after this long, to slow down guessing.
+    pub failure_delay_ms: u64,
 }
 
 impl Default for AuthSettings {
     fn default() -> Self {
-        AuthSettings { cache_ttl_secs: 300, realm: "pushsync".into() }
+        AuthSettings { cache_ttl_secs: 300, realm: "pushsync".into(), failure_delay_ms: 1000 }
     }
 }
 

@@ -182,3 +182,42 @@ async fn unknown_paths_are_404() {
     let r = client.request(http::Request::get(format!("http://{}/nope", phone.addr)).body(http_body_util::Full::new(Bytes::new())).unwrap()).await.unwrap();
     assert_eq!(r.status(), StatusCode::NOT_FOUND);
 }
+
+/// HTTPS with the self-signed certificate generated on first start, HTTP/2 chosen by ALPN,
+/// and HTTP/1.1 still offered.
+#[tokio::test]
+async fn https_with_http2_by_alpn() {
+    use hyper_util::rt::{TokioExecutor, TokioIo};
+    use rustls_pki_types::pem::PemObject;
+    let srv = TestServer::start_with(|c| c.plain_http = false).await;
+    let (cert_path, _) = pushsync::server::tls::generated_paths(srv.dir.path());
+    let cert = rustls_pki_types::CertificateDer::from_pem_file(&cert_path).unwrap();
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(cert).unwrap();
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    for (alpn, expect_h2) in [(vec![b"h2".to_vec(), b"http/1.1".to_vec()], true), (vec![b"http/1.1".to_vec()], false)] {
+        let mut config = rustls::ClientConfig::builder_with_provider(provider.clone()).with_safe_default_protocol_versions().unwrap().with_root_certificates(roots.clone()).with_no_client_auth();
+        config.alpn_protocols = alpn;
+        let connector = tokio_rustls::TlsConnector::from(std::sync::Arc::new(config));
+        let tcp = tokio::net::TcpStream::connect(srv.addr).await.unwrap();
+        let tls = connector.connect(rustls_pki_types::ServerName::try_from("localhost").unwrap(), tcp).await.expect("TLS handshake with the generated certificate");
+        let negotiated_h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2");
+        assert_eq!(negotiated_h2, expect_h2);
+        let req = http::Request::builder()
+            .method(Method::OPTIONS)
+            .uri(format!("https://localhost:{}/Microsoft-Server-ActiveSync", srv.addr.port()))
+            .body(http_body_util::Full::new(Bytes::new()))
+            .unwrap();
+        let response = if negotiated_h2 {
+            let (mut send, conn) = hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tls)).await.unwrap();
+            tokio::spawn(conn);
+            send.send_request(req).await.unwrap()
+        } else {
+            let (mut send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls)).await.unwrap();
+            tokio::spawn(conn);
+            send.send_request(req).await.unwrap()
+        };
+        assert_eq!(response.status(), StatusCode::OK);
+        assert_eq!(response.headers()["MS-ASProtocolVersions"], "12.0,12.1,14.0,14.1,16.0,16.1");
+    }
+}

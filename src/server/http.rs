@@ -103,6 +103,7 @@ async fn post(app: Arc<App>, req: Request<Incoming>) -> HttpResponse {
         Ok(None) => {
             app.metrics.auth_failures.inc();
             tracing::info!("authentication failed");
+            tokio::time::sleep(std::time::Duration::from_millis(app.config.auth.failure_delay_ms)).await;
             let r = unauthorized(&app);
             record(&app, &span, line.command.name(), &r, started);
             return r;

@@ -697,3 +697,45 @@ impl Mailbox for EmbeddedMailbox {
             .await?)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::store::embedded::test_support::store_with_alice;
+    use crate::store::embedded::{EmbeddedSettings, EmbeddedStore};
+    use crate::store::{Flags, MailStore, Origin, SpecialUse, StoreError};
+
+    #[tokio::test]
+    async fn a_25_megabyte_message_round_trips() {
+        let (_dir, store, account) = store_with_alice().await;
+        let mb = store.mailbox(&account, Origin::Server).await.unwrap();
+        let inbox = mb.folders().await.unwrap().into_iter().find(|f| f.role == Some(SpecialUse::Inbox)).unwrap().id;
+        let mut raw = b"Subject: big\r\nContent-Type: application/octet-stream\r\n\r\n".to_vec();
+        raw.extend((0..25 * 1024 * 1024).map(|i| b"abcdefghijklmnopqrstuvwxyz\r\n"[i % 28]));
+        let uid = mb.append(&inbox, &raw, Flags::NONE, None).await.unwrap();
+        let back = mb.fetch(&inbox, uid).await.unwrap();
+        assert_eq!(back.len(), raw.len());
+        assert!(back == raw);
+        assert_eq!(mb.quota().await.unwrap().used_bytes, raw.len() as u64);
+    }
+
+    #[tokio::test]
+    async fn size_and_quota_limits_refuse_cleanly() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = EmbeddedStore::open(dir.path(), EmbeddedSettings { max_message_bytes: 1000, ..Default::default() }).unwrap();
+        store
+            .add_user(crate::store::embedded::NewUser { login: "alice".into(), email: Some("alice@example.test".into()), display_name: None, password: "pw".into() })
+            .await
+            .unwrap();
+        let account = store.find_account("alice").await.unwrap().unwrap();
+        let mb = store.mailbox(&account, Origin::Server).await.unwrap();
+        let inbox = mb.folders().await.unwrap().into_iter().find(|f| f.role == Some(SpecialUse::Inbox)).unwrap().id;
+        assert!(matches!(mb.append(&inbox, &[b'x'; 1001], Flags::NONE, None).await, Err(StoreError::MessageTooLarge { size: 1001, limit: 1000 })));
+        store.set_quota("alice", Some(1500)).await.unwrap();
+        mb.append(&inbox, &[b'x'; 1000], Flags::NONE, None).await.unwrap();
+        assert!(matches!(mb.append(&inbox, &[b'x'; 600], Flags::NONE, None).await, Err(StoreError::QuotaExceeded { used: 1000, limit: 1500 })));
+        assert!(matches!(store.deliver("alice@example.test", &[b'x'; 600]).await, Err(StoreError::QuotaExceeded { .. })));
+        assert!(matches!(store.deliver("nobody@example.test", b"x").await, Err(StoreError::UserNotFound)));
+        let q = mb.quota().await.unwrap();
+        assert_eq!((q.used_bytes, q.limit_bytes), (1000, Some(1500)));
+    }
+}

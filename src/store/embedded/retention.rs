@@ -109,3 +109,43 @@ impl EmbeddedStore {
             .await? as u64)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::store::embedded::test_support::store_with_alice;
+    use crate::store::{MailStore, Origin, SpecialUse};
+
+    #[tokio::test]
+    async fn expunged_mail_is_restorable_until_purged() {
+        let (_dir, store, account) = store_with_alice().await;
+        let mb = store.mailbox(&account, Origin::Server).await.unwrap();
+        let folders = mb.folders().await.unwrap();
+        let inbox = folders.iter().find(|f| f.role == Some(SpecialUse::Inbox)).unwrap().id.clone();
+        let work = mb.create_folder(None, "Work").await.unwrap();
+        let a = mb.append(&work, b"Subject: a\r\n\r\na\r\n", crate::store::Flags::SEEN, None).await.unwrap();
+        let b = mb.append(&work, b"Subject: b\r\n\r\nb\r\n", crate::store::Flags::NONE, None).await.unwrap();
+        mb.expunge(&work, &[a]).await.unwrap();
+        assert_eq!(store.retained_count("alice").await.unwrap(), 1);
+        let report = store.restore("alice", None).await.unwrap();
+        assert_eq!(report.restored, 1);
+        let uids = mb.all_uids(&work).await.unwrap();
+        assert_eq!(uids.len(), 2);
+        assert!(uids.iter().all(|u| *u != a), "a restored message gets a new UID");
+        let restored = mb.message_states(&work, &[*uids.iter().max().unwrap()]).await.unwrap().remove(0);
+        assert!(restored.flags.contains(crate::store::Flags::SEEN), "flags come back too");
+
+        // A message whose folder is gone comes back to INBOX.
+        mb.expunge(&work, &[b]).await.unwrap();
+        mb.delete_folder(&work).await.unwrap();
+        assert_eq!(store.retained_count("alice").await.unwrap(), 2);
+        store.restore("alice", Some(chrono::Utc::now().timestamp() - 60)).await.unwrap();
+        assert_eq!(mb.status(&inbox).await.unwrap().messages, 2);
+
+        // Purging removes them for good.
+        let c = mb.append(&inbox, b"Subject: c\r\n\r\nc\r\n", crate::store::Flags::NONE, None).await.unwrap();
+        mb.expunge(&inbox, &[c]).await.unwrap();
+        assert_eq!(store.purge_retained(chrono::Utc::now().timestamp() + 1).await.unwrap(), 1);
+        assert_eq!(store.retained_count("alice").await.unwrap(), 0);
+        assert_eq!(store.restore("alice", None).await.unwrap().restored, 0);
+    }
+}
