@@ -93,8 +93,7 @@ fn main() {
 }
 
 fn load<T: for<'de> Deserialize<'de>>(path: &Path) -> T {
-    let text = std::fs::read_to_string(path)
-        .unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()));
+    let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()));
     toml::from_str(&text).unwrap_or_else(|e| panic!("{} is not valid: {e}", path.display()))
 }
 
@@ -162,16 +161,18 @@ fn gen_codepages(pages: &CodePages) -> String {
 
     out.push_str("/// Named constants for every tag: `tag::air_sync::SYNC_KEY`.\n#[allow(dead_code)]\npub mod tag {\n");
     for page in &pages.page {
-        let _ = writeln!(out, "    /// Code page {}: {}.\n    #[allow(unused_imports)]\n    pub mod {} {{\n        use crate::wbxml::Tag;", page.number, page.name, snake(&page.name));
+        let _ = writeln!(
+            out,
+            "    /// Code page {}: {}.\n    #[allow(unused_imports)]\n    pub mod {} {{\n        use crate::wbxml::Tag;",
+            page.number,
+            page.name,
+            snake(&page.name)
+        );
         let mut consts = BTreeSet::new();
         for tag in &page.tags {
             let c = screaming_snake(&tag.name);
             assert!(consts.insert(c.clone()), "page {} has two tags named {c}", page.name);
-            let _ = writeln!(
-                out,
-                "        pub const {c}: Tag = Tag::new({}, {:#04x});",
-                page.number, tag.token
-            );
+            let _ = writeln!(out, "        pub const {c}: Tag = Tag::new({}, {:#04x});", page.number, tag.token);
         }
         out.push_str("    }\n");
     }
@@ -182,7 +183,12 @@ fn gen_codepages(pages: &CodePages) -> String {
 fn gen_statuses(file: &StatusFile) -> String {
     let mut out = String::new();
     let mut seen = BTreeMap::new();
-    out.push_str(&status_enum("CommonStatus", "common status codes (protocol 14.0 and later)", file.common.source.as_deref(), &file.common.statuses));
+    out.push_str(&status_enum(
+        "CommonStatus",
+        "common status codes (protocol 14.0 and later)",
+        file.common.source.as_deref(),
+        &file.common.statuses,
+    ));
     for list in &file.command {
         let name = list.name.clone().expect("every [[command]] status list has a name");
         assert!(seen.insert(name.clone(), ()).is_none(), "status list {name} appears twice");
@@ -210,7 +216,9 @@ fn status_enum(ty: &str, what: &str, source: Option<&str>, statuses: &[StatusDef
         let _ = writeln!(out, "            {} => Some(Self::{}),", s.code, s.name);
     }
     out.push_str("            _ => None,\n        }\n    }\n\n");
-    out.push_str("    /// What the specification says the status means.\n    pub fn meaning(self) -> &'static str {\n        match self {\n");
+    out.push_str(
+        "    /// What the specification says the status means.\n    pub fn meaning(self) -> &'static str {\n        match self {\n",
+    );
     for s in statuses {
         let _ = writeln!(out, "            Self::{} => {:?},", s.name, s.meaning);
     }

@@ -36,7 +36,8 @@ const PLAIN_FILES: &[&str] = &["admin.token", "tls/cert.pem", "tls/key.pem"];
 
 fn copy_database(src: &Path, dst: &Path) -> Result<u64, BackupError> {
     let name = src.display().to_string();
-    let from = rusqlite::Connection::open_with_flags(src, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY).map_err(|e| BackupError::Sqlite(name.clone(), e))?;
+    let from = rusqlite::Connection::open_with_flags(src, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
+        .map_err(|e| BackupError::Sqlite(name.clone(), e))?;
     from.busy_timeout(std::time::Duration::from_secs(30)).map_err(|e| BackupError::Sqlite(name.clone(), e))?;
     let mut to = rusqlite::Connection::open(dst).map_err(|e| BackupError::Sqlite(name.clone(), e))?;
     let backup = rusqlite::backup::Backup::new(&from, &mut to).map_err(|e| BackupError::Sqlite(name.clone(), e))?;

@@ -219,7 +219,17 @@ pub struct ImapSettings {
     pub sent: String,
     pub trash: String,
     pub junk: String,
+    pub archive: String,
+    /// Time any one IMAP operation may take before the request gets "server error, retry"
+    /// and the connection is discarded.
     pub operation_timeout_secs: u64,
+    /// Domain appended to logins without one to form the user's email address (default:
+    /// the IMAP server's host name).
+    pub email_domain: Option<String>,
+    /// IMAP extensions never to use even when the server offers them (e.g. `["NOTIFY"]`
+    /// to watch with IDLE, `["CONDSTORE", "QRESYNC"]` to sync by UID/FLAGS scans): a
+    /// compatibility switch for servers whose implementation is broken.
+    pub disable_extensions: Vec<String>,
 }
 
 impl Default for ImapSettings {
@@ -237,7 +247,10 @@ impl Default for ImapSettings {
             sent: "Sent".into(),
             trash: "Trash".into(),
             junk: "Junk".into(),
+            archive: "Archive".into(),
             operation_timeout_secs: 30,
+            email_domain: None,
+            disable_extensions: Vec::new(),
         }
     }
 }
@@ -343,15 +356,19 @@ mod tests {
         let uncommented: String = block
             .lines()
             .map(|l| match l.strip_prefix("# ") {
-                Some(rest) if rest.starts_with('[') || rest.split_once(" = ").is_some_and(|(k, _)| k.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')) => rest.to_string(),
+                Some(rest)
+                    if rest.starts_with('[')
+                        || rest.split_once(" = ").is_some_and(|(k, _)| k.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')) =>
+                {
+                    rest.to_string()
+                }
                 _ => l.to_string(),
             })
             .collect::<Vec<_>>()
             .join("\n");
         let parsed: Config = toml::from_str(&uncommented).unwrap_or_else(|e| panic!("{e}\n{uncommented}"));
         parsed.validate().unwrap();
-        let mut full = Config::default();
-        full.smtp = parsed.smtp.clone();
+        let full = Config { smtp: parsed.smtp.clone(), ..Default::default() };
         let all = toml::to_string(&full).unwrap();
         for line in all.lines() {
             if let Some((key, _)) = line.split_once(" = ") {

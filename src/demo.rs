@@ -24,12 +24,14 @@ pub async fn create_demo_account(app: &App, store: &EmbeddedStore) -> Result<(),
     }
     let password: String = (0..12).map(|_| (b'a' + rand::random::<u8>() % 26) as char).collect();
     store
-        .add_user(NewUser { login: DEMO_LOGIN.into(), email: Some(DEMO_EMAIL.into()), display_name: Some("Demo User".into()), password: password.clone() })
+        .add_user(NewUser {
+            login: DEMO_LOGIN.into(),
+            email: Some(DEMO_EMAIL.into()),
+            display_name: Some("Demo User".into()),
+            password: password.clone(),
+        })
         .await?;
-    app.admin
-        .set_sync_access(DEMO_LOGIN, true, "demo")
-        .await
-        .map_err(|e| StoreError::Internal(e.to_string()))?;
+    app.admin.set_sync_access(DEMO_LOGIN, true, "demo").await.map_err(|e| StoreError::Internal(e.to_string()))?;
     let messages = [
         ("Welcome to pushsync", "Your phone receives new mail the moment it arrives.\r\n\r\nDeliver more with: pushsync deliver demo FILE"),
         ("How push works", "Your phone waits in a Ping; when a message is committed, pushsync answers it at once."),

@@ -142,11 +142,19 @@ enum UserCommand {
         #[arg(long)]
         password_stdin: bool,
     },
-    Remove { name: String },
+    Remove {
+        name: String,
+    },
     /// Set a storage quota: bytes, or with K/M/G suffix, or `none`.
-    Quota { name: String, size: String },
+    Quota {
+        name: String,
+        size: String,
+    },
     /// Add an address the user receives mail at and may log in with.
-    Alias { name: String, address: String },
+    Alias {
+        name: String,
+        address: String,
+    },
     /// Restore deleted messages still in retention.
     Restore {
         name: String,
@@ -170,7 +178,10 @@ enum DeviceCommand {
         user: Option<String>,
     },
     /// Remove the partnership (the device starts over).
-    Remove { user: String, device: String },
+    Remove {
+        user: String,
+        device: String,
+    },
     /// Remote-wipe the device (or, with --account-only, only this account: 16.1 devices).
     Wipe {
         user: String,
@@ -178,21 +189,40 @@ enum DeviceCommand {
         #[arg(long)]
         account_only: bool,
     },
-    Allow { user: String, device: String },
-    Block { user: String, device: String },
-    Quarantine { user: String, device: String },
+    Allow {
+        user: String,
+        device: String,
+    },
+    Block {
+        user: String,
+        device: String,
+    },
+    Quarantine {
+        user: String,
+        device: String,
+    },
 }
 
 #[derive(Subcommand)]
 enum PolicyCommand {
     List,
     /// Create or replace a policy from a JSON file (stdin when absent).
-    Set { name: String, file: Option<PathBuf> },
-    Delete { name: String },
+    Set {
+        name: String,
+        file: Option<PathBuf>,
+    },
+    Delete {
+        name: String,
+    },
     /// Make a policy the default.
-    Default { name: String },
+    Default {
+        name: String,
+    },
     /// Assign a policy to a user (no name: back to the default).
-    Assign { user: String, name: Option<String> },
+    Assign {
+        user: String,
+        name: Option<String>,
+    },
 }
 
 #[derive(Subcommand)]
@@ -209,7 +239,9 @@ enum RuleCommand {
         #[arg(long, value_parser = ["allowed", "blocked", "quarantined"])]
         access: String,
     },
-    Remove { id: i64 },
+    Remove {
+        id: i64,
+    },
 }
 
 fn read_input(file: Option<&Path>) -> anyhow::Result<Vec<u8>> {
@@ -248,13 +280,16 @@ fn parse_size(s: &str) -> anyhow::Result<Option<u64>> {
         return Ok(None);
     }
     let (num, mult) = match s.char_indices().last() {
-        Some((i, c)) if c.is_ascii_alphabetic() => (&s[..i], match c.to_ascii_uppercase() {
-            'K' => 1u64 << 10,
-            'M' => 1 << 20,
-            'G' => 1 << 30,
-            'T' => 1 << 40,
-            _ => bail!("unknown size suffix {c:?} (use K, M, G, T)"),
-        }),
+        Some((i, c)) if c.is_ascii_alphabetic() => (
+            &s[..i],
+            match c.to_ascii_uppercase() {
+                'K' => 1u64 << 10,
+                'M' => 1 << 20,
+                'G' => 1 << 30,
+                'T' => 1 << 40,
+                _ => bail!("unknown size suffix {c:?} (use K, M, G, T)"),
+            },
+        ),
         _ => (s, 1),
     };
     let n: u64 = num.trim().parse().with_context(|| format!("{s:?} is not a size"))?;
@@ -312,7 +347,12 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             let c = client()?;
             let body = c.call(Method::POST, &format!("/v1/deliver?to={}", encode(&user)), Some((raw.into(), "message/rfc822"))).await?;
             let v: Value = serde_json::from_slice(&body)?;
-            println!("delivered to {} (folder {}, uid {})", v["login"].as_str().unwrap_or("?"), v["folder"].as_str().unwrap_or("?"), v["uid"]);
+            println!(
+                "delivered to {} (folder {}, uid {})",
+                v["login"].as_str().unwrap_or("?"),
+                v["folder"].as_str().unwrap_or("?"),
+                v["uid"]
+            );
             Ok(())
         }
         Command::Backup { to } => {
@@ -327,8 +367,12 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Sync(cmd) => {
             let c = client()?;
             let v = match cmd {
-                SyncCommand::Enable { user } => c.json(Method::PUT, &format!("/v1/sync/{}", encode(&user)), Some(json!({ "enabled": true }))).await?,
-                SyncCommand::Disable { user } => c.json(Method::PUT, &format!("/v1/sync/{}", encode(&user)), Some(json!({ "enabled": false }))).await?,
+                SyncCommand::Enable { user } => {
+                    c.json(Method::PUT, &format!("/v1/sync/{}", encode(&user)), Some(json!({ "enabled": true }))).await?
+                }
+                SyncCommand::Disable { user } => {
+                    c.json(Method::PUT, &format!("/v1/sync/{}", encode(&user)), Some(json!({ "enabled": false }))).await?
+                }
                 SyncCommand::List => c.json(Method::GET, "/v1/sync", None).await?,
             };
             print_json(&v);
@@ -376,13 +420,20 @@ async fn user(c: AdminClient, cmd: UserCommand) -> anyhow::Result<()> {
         UserCommand::Add { name, email, display_name, password_stdin, no_sync } => {
             let (password, generated) = read_password(password_stdin)?;
             let v = c
-                .json(Method::POST, "/v1/users", Some(json!({ "login": name, "email": email, "display_name": display_name, "password": password, "sync": !no_sync })))
+                .json(
+                    Method::POST,
+                    "/v1/users",
+                    Some(json!({ "login": name, "email": email, "display_name": display_name, "password": password, "sync": !no_sync })),
+                )
                 .await?;
             println!("created {} <{}>", v["user"]["login"].as_str().unwrap_or("?"), v["user"]["email"].as_str().unwrap_or("?"));
             if generated {
                 println!("password: {password}");
             }
-            println!("Mobile Sync: {}", if v["sync_enabled"].as_bool() == Some(true) { "enabled" } else { "not enabled (pushsync sync enable USER)" });
+            println!(
+                "Mobile Sync: {}",
+                if v["sync_enabled"].as_bool() == Some(true) { "enabled" } else { "not enabled (pushsync sync enable USER)" }
+            );
         }
         UserCommand::List => print_json(&c.json(Method::GET, "/v1/users", None).await?),
         UserCommand::Passwd { name, password_stdin } => {
@@ -420,8 +471,12 @@ async fn device(c: AdminClient, cmd: DeviceCommand) -> anyhow::Result<()> {
         DeviceCommand::Wipe { user, device, account_only } => {
             c.json(Method::POST, &format!("{}/wipe", path(&user, &device)), Some(json!({ "account_only": account_only }))).await?
         }
-        DeviceCommand::Allow { user, device } => c.json(Method::PUT, &format!("{}/access", path(&user, &device)), Some(json!({ "state": "allowed" }))).await?,
-        DeviceCommand::Block { user, device } => c.json(Method::PUT, &format!("{}/access", path(&user, &device)), Some(json!({ "state": "blocked" }))).await?,
+        DeviceCommand::Allow { user, device } => {
+            c.json(Method::PUT, &format!("{}/access", path(&user, &device)), Some(json!({ "state": "allowed" }))).await?
+        }
+        DeviceCommand::Block { user, device } => {
+            c.json(Method::PUT, &format!("{}/access", path(&user, &device)), Some(json!({ "state": "blocked" }))).await?
+        }
         DeviceCommand::Quarantine { user, device } => {
             c.json(Method::PUT, &format!("{}/access", path(&user, &device)), Some(json!({ "state": "quarantined" }))).await?
         }
@@ -440,7 +495,9 @@ async fn policy(c: AdminClient, cmd: PolicyCommand) -> anyhow::Result<()> {
         }
         PolicyCommand::Delete { name } => c.json(Method::DELETE, &format!("/v1/policies/{}", encode(&name)), None).await?,
         PolicyCommand::Default { name } => c.json(Method::POST, &format!("/v1/policies/{}/default", encode(&name)), None).await?,
-        PolicyCommand::Assign { user, name } => c.json(Method::PUT, &format!("/v1/users/{}/policy", encode(&user)), Some(json!({ "policy": name }))).await?,
+        PolicyCommand::Assign { user, name } => {
+            c.json(Method::PUT, &format!("/v1/users/{}/policy", encode(&user)), Some(json!({ "policy": name }))).await?
+        }
     };
     print_json(&v);
     Ok(())
@@ -483,7 +540,10 @@ async fn serve(data_dir: PathBuf, args: ServeArgs) -> anyhow::Result<()> {
     }
     let server = pushsync::server::start(app).await?;
     let scheme = if server.info.tls { "https" } else { "http" };
-    eprintln!("pushsync serving ActiveSync on {scheme}://{}/Microsoft-Server-ActiveSync (admin API on http://{})", server.info.listen, server.info.admin_listen);
+    eprintln!(
+        "pushsync serving ActiveSync on {scheme}://{}/Microsoft-Server-ActiveSync (admin API on http://{})",
+        server.info.listen, server.info.admin_listen
+    );
     server.run_until(shutdown_signal()).await;
     Ok(())
 }

@@ -15,9 +15,10 @@ fn folder_sync(key: &str) -> Element {
 }
 
 fn ping(folder: &str, heartbeat: u32) -> Element {
-    Element::new(tag::ping::PING)
-        .with_text(tag::ping::HEARTBEAT_INTERVAL, heartbeat.to_string())
-        .with(Element::new(tag::ping::FOLDERS).with(Element::new(tag::ping::FOLDER).with_text(tag::ping::ID, folder).with_text(tag::ping::CLASS, "Email")))
+    Element::new(tag::ping::PING).with_text(tag::ping::HEARTBEAT_INTERVAL, heartbeat.to_string()).with(
+        Element::new(tag::ping::FOLDERS)
+            .with(Element::new(tag::ping::FOLDER).with_text(tag::ping::ID, folder).with_text(tag::ping::CLASS, "Email")),
+    )
 }
 
 fn json(text: &str) -> Value {
@@ -39,7 +40,11 @@ async fn unentitled_users_are_refused_per_protocol_version_and_never_reach_the_s
     let (s, _) = srv.admin_call(Method::PUT, "/v1/sync/carol", Some(json!({ "enabled": true })), None).await;
     assert_eq!(s, StatusCode::OK);
     new.provision().await;
-    assert_eq!(new.post("FolderSync", Some(&folder_sync("0"))).await.status_code().as_deref(), Some("1"), "enabling lets the same device in");
+    assert_eq!(
+        new.post("FolderSync", Some(&folder_sync("0"))).await.status_code().as_deref(),
+        Some("1"),
+        "enabling lets the same device in"
+    );
 }
 
 #[tokio::test]
@@ -68,11 +73,14 @@ async fn remote_wipe_round_trip_then_blocked() {
     let (s, _) = srv.admin_call(Method::POST, "/v1/devices/alice/LOST/wipe", Some(json!({})), None).await;
     assert_eq!(s, StatusCode::OK);
     assert_eq!(phone.post("FolderSync", Some(&folder_sync("0"))).await.status_code().as_deref(), Some("140"));
-    let provision = Element::new(tag::provision::PROVISION)
-        .with(Element::new(tag::provision::POLICIES).with(Element::new(tag::provision::POLICY).with_text(tag::provision::POLICY_TYPE, "MS-EAS-Provisioning-WBXML")));
+    let provision = Element::new(tag::provision::PROVISION).with(
+        Element::new(tag::provision::POLICIES)
+            .with(Element::new(tag::provision::POLICY).with_text(tag::provision::POLICY_TYPE, "MS-EAS-Provisioning-WBXML")),
+    );
     let r = phone.post("Provision", Some(&provision)).await.doc();
     assert!(r.child(tag::provision::REMOTE_WIPE).is_some(), "{}", pushsync::wbxml::to_xml(&r));
-    let ack = Element::new(tag::provision::PROVISION).with(Element::new(tag::provision::REMOTE_WIPE).with_text(tag::provision::STATUS, "1"));
+    let ack =
+        Element::new(tag::provision::PROVISION).with(Element::new(tag::provision::REMOTE_WIPE).with_text(tag::provision::STATUS, "1"));
     assert_eq!(text_of(&phone.post("Provision", Some(&ack)).await.doc(), tag::provision::STATUS), "1");
     let (_, body) = srv.admin_call(Method::GET, "/v1/devices?user=alice", None, None).await;
     let d = &json(&body)["devices"][0];
@@ -81,7 +89,8 @@ async fn remote_wipe_round_trip_then_blocked() {
     assert_eq!(d["access"], "blocked");
     assert_eq!(phone.post("FolderSync", Some(&folder_sync("0"))).await.status_code().as_deref(), Some("129"), "blocked after the wipe");
     let (_, body) = srv.admin_call(Method::GET, "/v1/audit", None, None).await;
-    let actions: Vec<String> = json(&body)["entries"].as_array().unwrap().iter().map(|e| e["action"].as_str().unwrap().to_string()).collect();
+    let actions: Vec<String> =
+        json(&body)["entries"].as_array().unwrap().iter().map(|e| e["action"].as_str().unwrap().to_string()).collect();
     assert!(actions.contains(&"device.wipe".to_string()) && actions.contains(&"device.wipe.acknowledged".to_string()), "{actions:?}");
 }
 
@@ -92,8 +101,10 @@ async fn account_only_wipe_for_16_1() {
     let mut phone = srv.phone("alice", "BYOD");
     phone.setup().await;
     srv.admin_call(Method::POST, "/v1/devices/alice/BYOD/wipe", Some(json!({ "account_only": true })), None).await;
-    let provision = Element::new(tag::provision::PROVISION)
-        .with(Element::new(tag::provision::POLICIES).with(Element::new(tag::provision::POLICY).with_text(tag::provision::POLICY_TYPE, "MS-EAS-Provisioning-WBXML")));
+    let provision = Element::new(tag::provision::PROVISION).with(
+        Element::new(tag::provision::POLICIES)
+            .with(Element::new(tag::provision::POLICY).with_text(tag::provision::POLICY_TYPE, "MS-EAS-Provisioning-WBXML")),
+    );
     let r = phone.post("Provision", Some(&provision)).await.doc();
     assert!(r.child(tag::provision::ACCOUNT_ONLY_REMOTE_WIPE).is_some(), "{}", pushsync::wbxml::to_xml(&r));
 }
@@ -103,7 +114,9 @@ async fn quarantine_then_allow() {
     let srv = TestServer::start().await;
     srv.add_user("alice").await;
     srv.deliver("alice@example.test", "real mail").await;
-    let (s, _) = srv.admin_call(Method::POST, "/v1/rules", Some(json!({ "kind": "device_type", "pattern": "Android*", "access": "quarantined" })), None).await;
+    let (s, _) = srv
+        .admin_call(Method::POST, "/v1/rules", Some(json!({ "kind": "device_type", "pattern": "Android*", "access": "quarantined" })), None)
+        .await;
     assert_eq!(s, StatusCode::CREATED);
     let mut phone = srv.phone("alice", "DROID");
     phone.device_type = "AndroidPhone".into();
@@ -117,7 +130,12 @@ async fn quarantine_then_allow() {
     let data = c.child(tag::air_sync::COMMANDS).unwrap().child(tag::air_sync::ADD).unwrap().child(tag::air_sync::APPLICATION_DATA).unwrap();
     assert!(text_of(data, tag::email::SUBJECT).contains("quarantined"));
     let key = text_of(c, tag::air_sync::SYNC_KEY);
-    let fetch = Element::new(tag::item_operations::ITEM_OPERATIONS).with(Element::new(tag::item_operations::FETCH).with_text(tag::item_operations::STORE, "Mailbox").with_text(tag::air_sync::COLLECTION_ID, inbox.clone()).with_text(tag::air_sync::SERVER_ID, format!("{inbox}:1")));
+    let fetch = Element::new(tag::item_operations::ITEM_OPERATIONS).with(
+        Element::new(tag::item_operations::FETCH)
+            .with_text(tag::item_operations::STORE, "Mailbox")
+            .with_text(tag::air_sync::COLLECTION_ID, inbox.clone())
+            .with_text(tag::air_sync::SERVER_ID, format!("{inbox}:1")),
+    );
     assert_eq!(phone.post("ItemOperations", Some(&fetch)).await.status_code().as_deref(), Some("129"));
 
     let (_, body) = srv.admin_call(Method::GET, "/v1/devices?user=alice", None, None).await;
@@ -139,7 +157,14 @@ async fn a_policy_change_forces_reprovisioning() {
     let mut phone = srv.phone("alice", "A");
     phone.setup().await;
     assert_eq!(phone.post("FolderSync", Some(&folder_sync("0"))).await.status_code().as_deref(), Some("1"));
-    let (s, body) = srv.admin_call(Method::PUT, "/v1/policies/strict", Some(json!({ "device_password_enabled": true, "min_device_password_length": 6 })), None).await;
+    let (s, body) = srv
+        .admin_call(
+            Method::PUT,
+            "/v1/policies/strict",
+            Some(json!({ "device_password_enabled": true, "min_device_password_length": 6 })),
+            None,
+        )
+        .await;
     assert_eq!(s, StatusCode::OK, "{body}");
     let (s, body) = srv.admin_call(Method::POST, "/v1/policies/strict/default", None, None).await;
     assert_eq!(s, StatusCode::OK, "{body}");
@@ -147,10 +172,20 @@ async fn a_policy_change_forces_reprovisioning() {
     assert_eq!(phone.post("FolderSync", Some(&folder_sync("0"))).await.status_code().as_deref(), Some("142"));
 
     // Provisioning again delivers the new settings.
-    let first = Element::new(tag::provision::PROVISION)
-        .with(Element::new(tag::provision::POLICIES).with(Element::new(tag::provision::POLICY).with_text(tag::provision::POLICY_TYPE, "MS-EAS-Provisioning-WBXML")));
+    let first = Element::new(tag::provision::PROVISION).with(
+        Element::new(tag::provision::POLICIES)
+            .with(Element::new(tag::provision::POLICY).with_text(tag::provision::POLICY_TYPE, "MS-EAS-Provisioning-WBXML")),
+    );
     let r = phone.post("Provision", Some(&first)).await.doc();
-    let doc = r.child(tag::provision::POLICIES).unwrap().child(tag::provision::POLICY).unwrap().child(tag::provision::DATA).unwrap().child(tag::provision::EAS_PROVISION_DOC).unwrap();
+    let doc = r
+        .child(tag::provision::POLICIES)
+        .unwrap()
+        .child(tag::provision::POLICY)
+        .unwrap()
+        .child(tag::provision::DATA)
+        .unwrap()
+        .child(tag::provision::EAS_PROVISION_DOC)
+        .unwrap();
     assert_eq!(text_of(doc, tag::provision::DEVICE_PASSWORD_ENABLED), "1");
     assert_eq!(text_of(doc, tag::provision::MIN_DEVICE_PASSWORD_LENGTH), "6");
     phone.provision().await;
@@ -163,7 +198,13 @@ async fn a_policy_change_forces_reprovisioning() {
     let mut old = srv.phone("alice", "OLD");
     old.version = "12.1".into();
     old.setup().await;
-    srv.admin_call(Method::PUT, "/v1/policies/strict", Some(json!({ "device_password_enabled": true, "min_device_password_length": 8 })), None).await;
+    srv.admin_call(
+        Method::PUT,
+        "/v1/policies/strict",
+        Some(json!({ "device_password_enabled": true, "min_device_password_length": 8 })),
+        None,
+    )
+    .await;
     assert_eq!(old.post("FolderSync", Some(&folder_sync("0"))).await.status.as_u16(), 449);
 }
 
@@ -275,8 +316,15 @@ async fn the_openapi_document_matches_the_routes() {
     // ...and every documented route answers (not 404/405) on a running server.
     let srv = TestServer::start().await;
     for (method, path) in &documented {
-        let concrete = path.replace("{login}", "nobody").replace("{device_id}", "nodev").replace("{name}", "nopolicy").replace("{id}", "999999");
-        let concrete = if concrete == "/v1/usage" { "/v1/usage?month=2026-11".to_string() } else if concrete == "/v1/deliver" { "/v1/deliver?to=nobody@example.test".to_string() } else { concrete };
+        let concrete =
+            path.replace("{login}", "nobody").replace("{device_id}", "nodev").replace("{name}", "nopolicy").replace("{id}", "999999");
+        let concrete = if concrete == "/v1/usage" {
+            "/v1/usage?month=2026-11".to_string()
+        } else if concrete == "/v1/deliver" {
+            "/v1/deliver?to=nobody@example.test".to_string()
+        } else {
+            concrete
+        };
         let m = Method::from_bytes(method.to_uppercase().as_bytes()).unwrap();
         let body = if m == Method::GET || m == Method::DELETE { None } else { Some(json!({})) };
         let (s, text) = srv.admin_call(m, &concrete, body, None).await;

@@ -18,7 +18,8 @@ struct Server {
 impl Server {
     fn start(dir: &Path, extra: &[&str]) -> Server {
         let _ = std::fs::remove_file(dir.join("server.json"));
-        let mut args = vec!["serve", "--plain-http", "--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0", "--lmtp-listen", "127.0.0.1:0"];
+        let mut args =
+            vec!["serve", "--plain-http", "--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0", "--lmtp-listen", "127.0.0.1:0"];
         args.extend_from_slice(extra);
         let child = Command::new(BIN)
             .args(&args)
@@ -257,7 +258,8 @@ async fn acknowledged_deliveries_survive_kill_9_and_uids_are_never_reused() {
     let server = Server::start(dir.path(), &[]);
     let db = rusqlite::Connection::open_with_flags(dir.path().join("store.db"), rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY).unwrap();
     let mut stmt = db.prepare("SELECT b.raw FROM messages m JOIN bodies b ON b.id = m.body_id").unwrap();
-    let stored: Vec<String> = stmt.query_map([], |r| r.get::<_, Vec<u8>>(0)).unwrap().map(|r| String::from_utf8_lossy(&r.unwrap()).into_owned()).collect();
+    let stored: Vec<String> =
+        stmt.query_map([], |r| r.get::<_, Vec<u8>>(0)).unwrap().map(|r| String::from_utf8_lossy(&r.unwrap()).into_owned()).collect();
     for subject in &acked {
         assert!(stored.iter().any(|m| m.contains(&format!("Subject: {subject}\r\n"))), "{subject} was acknowledged but is gone");
     }

@@ -36,7 +36,9 @@ async fn credentials_are_required_and_checked() {
     let mut phone = srv.phone("alice", "D1");
     let fs = Element::new(tag::folder_hierarchy::FOLDER_SYNC).with_text(tag::folder_hierarchy::SYNC_KEY, "0");
     let headers = [("MS-ASProtocolVersion", "14.1".to_string())];
-    let r = phone.raw(Method::POST, "?Cmd=FolderSync&User=alice&DeviceId=D1&DeviceType=t", &headers, Bytes::from(pushsync::wbxml::encode(&fs))).await;
+    let r = phone
+        .raw(Method::POST, "?Cmd=FolderSync&User=alice&DeviceId=D1&DeviceType=t", &headers, Bytes::from(pushsync::wbxml::encode(&fs)))
+        .await;
     assert_eq!(r.status, StatusCode::UNAUTHORIZED);
     assert!(r.headers["WWW-Authenticate"].to_str().unwrap().starts_with("Basic realm="));
     phone.password = "wrong".into();
@@ -55,17 +57,24 @@ async fn malformed_request_lines_are_400() {
     let phone = srv.phone("alice", "D1");
     let auth = ("Authorization", phone.auth_header());
     let v141 = ("MS-ASProtocolVersion", "14.1".to_string());
-    for query in ["?User=alice&DeviceId=D1&DeviceType=t", "?Cmd=Frobnicate&DeviceId=D1&DeviceType=t", "?Cmd=Sync&DeviceType=t", "?Cmd=Sync&DeviceId=D1"] {
+    for query in [
+        "?User=alice&DeviceId=D1&DeviceType=t",
+        "?Cmd=Frobnicate&DeviceId=D1&DeviceType=t",
+        "?Cmd=Sync&DeviceType=t",
+        "?Cmd=Sync&DeviceId=D1",
+    ] {
         let r = phone.raw(Method::POST, query, &[auth.clone(), v141.clone()], Bytes::new()).await;
         assert_eq!(r.status, StatusCode::BAD_REQUEST, "{query}");
     }
-    let r = phone.raw(Method::POST, "?Cmd=Sync&DeviceId=D1&DeviceType=t", &[auth.clone(), ("MS-ASProtocolVersion", "2.5".into())], Bytes::new()).await;
+    let r = phone
+        .raw(Method::POST, "?Cmd=Sync&DeviceId=D1&DeviceType=t", &[auth.clone(), ("MS-ASProtocolVersion", "2.5".into())], Bytes::new())
+        .await;
     assert_eq!(r.status, StatusCode::BAD_REQUEST);
     assert_eq!(r.headers["MS-ASProtocolVersions"], "12.0,12.1,14.0,14.1,16.0,16.1");
     // Unknown extra parameters are fine.
     let r = phone.raw(Method::OPTIONS, "?Cmd=Sync&Whatever=1", &[], Bytes::new()).await;
     assert_eq!(r.status, StatusCode::OK);
-    assert_eq!(phone.raw(Method::GET, "", &[auth.clone()], Bytes::new()).await.status, StatusCode::METHOD_NOT_ALLOWED);
+    assert_eq!(phone.raw(Method::GET, "", std::slice::from_ref(&auth), Bytes::new()).await.status, StatusCode::METHOD_NOT_ALLOWED);
 }
 
 #[tokio::test]
@@ -179,7 +188,10 @@ async fn unknown_paths_are_404() {
     let phone = srv.phone("x", "y");
     let client: hyper_util::client::legacy::Client<_, http_body_util::Full<Bytes>> =
         hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new()).build_http();
-    let r = client.request(http::Request::get(format!("http://{}/nope", phone.addr)).body(http_body_util::Full::new(Bytes::new())).unwrap()).await.unwrap();
+    let r = client
+        .request(http::Request::get(format!("http://{}/nope", phone.addr)).body(http_body_util::Full::new(Bytes::new())).unwrap())
+        .await
+        .unwrap();
     assert_eq!(r.status(), StatusCode::NOT_FOUND);
 }
 
@@ -196,11 +208,18 @@ async fn https_with_http2_by_alpn() {
     roots.add(cert).unwrap();
     let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
     for (alpn, expect_h2) in [(vec![b"h2".to_vec(), b"http/1.1".to_vec()], true), (vec![b"http/1.1".to_vec()], false)] {
-        let mut config = rustls::ClientConfig::builder_with_provider(provider.clone()).with_safe_default_protocol_versions().unwrap().with_root_certificates(roots.clone()).with_no_client_auth();
+        let mut config = rustls::ClientConfig::builder_with_provider(provider.clone())
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_root_certificates(roots.clone())
+            .with_no_client_auth();
         config.alpn_protocols = alpn;
         let connector = tokio_rustls::TlsConnector::from(std::sync::Arc::new(config));
         let tcp = tokio::net::TcpStream::connect(srv.addr).await.unwrap();
-        let tls = connector.connect(rustls_pki_types::ServerName::try_from("localhost").unwrap(), tcp).await.expect("TLS handshake with the generated certificate");
+        let tls = connector
+            .connect(rustls_pki_types::ServerName::try_from("localhost").unwrap(), tcp)
+            .await
+            .expect("TLS handshake with the generated certificate");
         let negotiated_h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2");
         assert_eq!(negotiated_h2, expect_h2);
         let req = http::Request::builder()

@@ -79,7 +79,11 @@ async fn send_mail_bad_input_statuses() {
     let mut a = srv.phone("alice", "A");
     a.provision().await;
     let external = b"To: someone@elsewhere.example\r\nSubject: x\r\n\r\nx\r\n";
-    assert_eq!(compose_status(&a.post("SendMail", Some(&send_mail("e1", external, false))).await).as_deref(), Some("116"), "no relay: external refused");
+    assert_eq!(
+        compose_status(&a.post("SendMail", Some(&send_mail("e1", external, false))).await).as_deref(),
+        Some("116"),
+        "no relay: external refused"
+    );
     let nobody = b"Subject: x\r\n\r\nx\r\n";
     assert_eq!(compose_status(&a.post("SendMail", Some(&send_mail("e2", nobody, false))).await).as_deref(), Some("119"));
     assert_eq!(compose_status(&a.post("SendMail", Some(&send_mail("e3", b"", false))).await).as_deref(), Some("107"));
@@ -101,7 +105,8 @@ async fn the_12_1_form_sends_raw_mime() {
         ("X-MS-PolicyKey", a.policy_key.unwrap().to_string()),
         ("Content-Type", "message/rfc822".to_string()),
     ];
-    let r = a.raw(Method::POST, "?Cmd=SendMail&User=alice&DeviceId=A&DeviceType=iPhone&SaveInSent=T", &headers, Bytes::from_static(mime)).await;
+    let r =
+        a.raw(Method::POST, "?Cmd=SendMail&User=alice&DeviceId=A&DeviceType=iPhone&SaveInSent=T", &headers, Bytes::from_static(mime)).await;
     assert_eq!(r.status, StatusCode::OK);
     assert_eq!(messages_in(&srv, "bob", SpecialUse::Inbox).await.len(), 1);
     assert_eq!(messages_in(&srv, "alice", SpecialUse::Sent).await.len(), 1);
@@ -127,7 +132,11 @@ async fn smart_reply_threads_and_smart_forward_attaches() {
     let reply_mime = b"To: alice@example.test\r\nSubject: Re: Plan\r\n\r\nAgreed.\r\n";
     let reply = Element::new(tag::compose_mail::SMART_REPLY)
         .with_text(tag::compose_mail::CLIENT_ID, "r1")
-        .with(Element::new(tag::compose_mail::SOURCE).with_text(tag::compose_mail::FOLDER_ID, inbox.clone()).with_text(tag::compose_mail::ITEM_ID, sid.clone()))
+        .with(
+            Element::new(tag::compose_mail::SOURCE)
+                .with_text(tag::compose_mail::FOLDER_ID, inbox.clone())
+                .with_text(tag::compose_mail::ITEM_ID, sid.clone()),
+        )
         .with(Element::new(tag::compose_mail::SAVE_IN_SENT_ITEMS))
         .with(Element::opaque(tag::compose_mail::MIME, reply_mime.to_vec()));
     let r = b.post("SmartReply", Some(&reply)).await;
@@ -141,7 +150,11 @@ async fn smart_reply_threads_and_smart_forward_attaches() {
     let fwd_mime = b"To: alice@example.test\r\nSubject: Fw: Plan\r\n\r\nSee below.\r\n";
     let fwd = Element::new(tag::compose_mail::SMART_FORWARD)
         .with_text(tag::compose_mail::CLIENT_ID, "f1")
-        .with(Element::new(tag::compose_mail::SOURCE).with_text(tag::compose_mail::FOLDER_ID, inbox.clone()).with_text(tag::compose_mail::ITEM_ID, sid.clone()))
+        .with(
+            Element::new(tag::compose_mail::SOURCE)
+                .with_text(tag::compose_mail::FOLDER_ID, inbox.clone())
+                .with_text(tag::compose_mail::ITEM_ID, sid.clone()),
+        )
         .with(Element::opaque(tag::compose_mail::MIME, fwd_mime.to_vec()));
     let r = b.post("SmartForward", Some(&fwd)).await;
     assert_eq!(r.status, StatusCode::OK);
@@ -161,7 +174,11 @@ async fn smart_reply_threads_and_smart_forward_attaches() {
     // A missing original.
     let missing = Element::new(tag::compose_mail::SMART_REPLY)
         .with_text(tag::compose_mail::CLIENT_ID, "r2")
-        .with(Element::new(tag::compose_mail::SOURCE).with_text(tag::compose_mail::FOLDER_ID, inbox.clone()).with_text(tag::compose_mail::ITEM_ID, format!("{inbox}:999")))
+        .with(
+            Element::new(tag::compose_mail::SOURCE)
+                .with_text(tag::compose_mail::FOLDER_ID, inbox.clone())
+                .with_text(tag::compose_mail::ITEM_ID, format!("{inbox}:999")),
+        )
         .with(Element::opaque(tag::compose_mail::MIME, reply_mime.to_vec()));
     assert_eq!(compose_status(&b.post("SmartReply", Some(&missing)).await).as_deref(), Some("150"));
 }
@@ -216,7 +233,14 @@ async fn sending_through_an_smtp_relay() {
         }
     });
     let srv = TestServer::start_with(move |c| {
-        c.smtp = Some(pushsync::config::SmtpSettings { host: "127.0.0.1".into(), port, security: "none".into(), username: None, password: None, pass_through_credentials: false });
+        c.smtp = Some(pushsync::config::SmtpSettings {
+            host: "127.0.0.1".into(),
+            port,
+            security: "none".into(),
+            username: None,
+            password: None,
+            pass_through_credentials: false,
+        });
     })
     .await;
     srv.add_user("alice").await;
@@ -247,7 +271,12 @@ async fn move_items_is_not_echoed_to_the_mover_but_reaches_others() {
         keys.push(if r.body.is_empty() { k } else { text_of(collection(&r.doc()), tag::air_sync::SYNC_KEY) });
     }
     let mv = |src: &str, sf: &str, df: &str| {
-        Element::new(tag::move_::MOVE_ITEMS).with(Element::new(tag::move_::MOVE).with_text(tag::move_::SRC_MSG_ID, src).with_text(tag::move_::SRC_FLD_ID, sf).with_text(tag::move_::DST_FLD_ID, df))
+        Element::new(tag::move_::MOVE_ITEMS).with(
+            Element::new(tag::move_::MOVE)
+                .with_text(tag::move_::SRC_MSG_ID, src)
+                .with_text(tag::move_::SRC_FLD_ID, sf)
+                .with_text(tag::move_::DST_FLD_ID, df),
+        )
     };
     let src = format!("{inbox}:1");
     let r = a.post("MoveItems", Some(&mv(&src, &inbox, &trash))).await.doc();
@@ -282,9 +311,10 @@ async fn folders_are_created_renamed_deleted_and_others_hear_of_it() {
     b_ping.policy_key = b_key;
     let inbox_b = inbox.clone();
     let waiting = tokio::spawn(async move {
-        let p = Element::new(tag::ping::PING)
-            .with_text(tag::ping::HEARTBEAT_INTERVAL, "300")
-            .with(Element::new(tag::ping::FOLDERS).with(Element::new(tag::ping::FOLDER).with_text(tag::ping::ID, inbox_b).with_text(tag::ping::CLASS, "Email")));
+        let p = Element::new(tag::ping::PING).with_text(tag::ping::HEARTBEAT_INTERVAL, "300").with(
+            Element::new(tag::ping::FOLDERS)
+                .with(Element::new(tag::ping::FOLDER).with_text(tag::ping::ID, inbox_b).with_text(tag::ping::CLASS, "Email")),
+        );
         b_ping.post("Ping", Some(&p)).await.doc()
     });
     tokio::time::sleep(Duration::from_millis(300)).await;
@@ -332,7 +362,11 @@ async fn folders_are_created_renamed_deleted_and_others_hear_of_it() {
     let r = a.post("FolderUpdate", Some(&update(&a.folder_key.clone(), &inbox, "Renamed Inbox"))).await.doc();
     assert_eq!(text_of(&r, tag::folder_hierarchy::STATUS), "2", "special folders cannot be renamed");
 
-    let delete = |key: &str, id: &str| Element::new(tag::folder_hierarchy::FOLDER_DELETE).with_text(tag::folder_hierarchy::SYNC_KEY, key).with_text(tag::folder_hierarchy::SERVER_ID, id);
+    let delete = |key: &str, id: &str| {
+        Element::new(tag::folder_hierarchy::FOLDER_DELETE)
+            .with_text(tag::folder_hierarchy::SYNC_KEY, key)
+            .with_text(tag::folder_hierarchy::SERVER_ID, id)
+    };
     let r = a.post("FolderDelete", Some(&delete(&a.folder_key.clone(), &inbox))).await.doc();
     assert_eq!(text_of(&r, tag::folder_hierarchy::STATUS), "3");
     let r = a.post("FolderDelete", Some(&delete(&a.folder_key.clone(), &projects))).await.doc();
@@ -364,7 +398,10 @@ async fn search_find_and_the_directory() {
                 .with(Element::new(tag::search::OPTIONS).with_text(tag::search::RANGE, "0-9")),
         )
     };
-    let and = Element::new(tag::search::AND).with_text(tag::air_sync::CLASS, "Email").with_text(tag::air_sync::COLLECTION_ID, inbox.clone()).with_text(tag::search::FREE_TEXT, "pizza");
+    let and = Element::new(tag::search::AND)
+        .with_text(tag::air_sync::CLASS, "Email")
+        .with_text(tag::air_sync::COLLECTION_ID, inbox.clone())
+        .with_text(tag::search::FREE_TEXT, "pizza");
     let r = a.post("Search", Some(&search(and))).await.doc();
     let store = r.child(tag::search::RESPONSE).unwrap().child(tag::search::STORE).unwrap();
     assert_eq!(text_of(store, tag::search::STATUS), "1");
@@ -373,14 +410,17 @@ async fn search_find_and_the_directory() {
     assert_eq!(text_of(result.child(tag::search::PROPERTIES).unwrap(), tag::email::SUBJECT), "Lunch");
     assert!(text_of(result, tag::search::LONG_ID).starts_with(&format!("{inbox}:")));
 
-    let later = Element::new(tag::search::GREATER_THAN).with(Element::new(tag::email::DATE_RECEIVED)).with_text(tag::search::VALUE, "2000-01-01T00:00:00.000Z");
+    let later = Element::new(tag::search::GREATER_THAN)
+        .with(Element::new(tag::email::DATE_RECEIVED))
+        .with_text(tag::search::VALUE, "2000-01-01T00:00:00.000Z");
     let r = a.post("Search", Some(&search(later))).await.doc();
     assert_eq!(text_of(r.child(tag::search::RESPONSE).unwrap().child(tag::search::STORE).unwrap(), tag::search::TOTAL), "2");
     let bad = Element::new(tag::search::EQUAL_TO);
     let r = a.post("Search", Some(&search(bad))).await.doc();
     assert_ne!(text_of(r.child(tag::search::RESPONSE).unwrap().child(tag::search::STORE).unwrap(), tag::search::STATUS), "1");
 
-    let gal = Element::new(tag::search::SEARCH).with(Element::new(tag::search::STORE).with_text(tag::search::NAME, "GAL").with_text(tag::search::QUERY, "al"));
+    let gal = Element::new(tag::search::SEARCH)
+        .with(Element::new(tag::search::STORE).with_text(tag::search::NAME, "GAL").with_text(tag::search::QUERY, "al"));
     let r = a.post("Search", Some(&gal)).await.doc();
     let store = r.child(tag::search::RESPONSE).unwrap().child(tag::search::STORE).unwrap();
     assert_eq!(text_of(store, tag::search::TOTAL), "2", "alice and albert");
@@ -396,7 +436,10 @@ async fn search_find_and_the_directory() {
     assert_eq!(text_of(&r, tag::find::STATUS), "1");
     let resp = r.child(tag::find::RESPONSE).unwrap();
     assert_eq!(text_of(resp, tag::find::TOTAL), "1");
-    assert_eq!(text_of(resp.child(tag::find::RESULT).unwrap().child(tag::find::PROPERTIES).unwrap(), tag::email::SUBJECT), "Quarterly budget");
+    assert_eq!(
+        text_of(resp.child(tag::find::RESULT).unwrap().child(tag::find::PROPERTIES).unwrap(), tag::email::SUBJECT),
+        "Quarterly budget"
+    );
     a.version = "16.0".into();
     assert_eq!(a.post("Find", Some(&find)).await.status_code().as_deref(), Some("138"), "Find is 16.1 only");
     a.version = "16.1".into();
@@ -406,7 +449,8 @@ async fn search_find_and_the_directory() {
         .with_text(tag::resolve_recipients::TO, "al")
         .with_text(tag::resolve_recipients::TO, "zed");
     let r = a.post("ResolveRecipients", Some(&rr)).await.doc();
-    let statuses: Vec<String> = r.children_with(tag::resolve_recipients::RESPONSE).map(|x| text_of(x, tag::resolve_recipients::STATUS)).collect();
+    let statuses: Vec<String> =
+        r.children_with(tag::resolve_recipients::RESPONSE).map(|x| text_of(x, tag::resolve_recipients::STATUS)).collect();
     assert_eq!(statuses, vec!["1", "2", "4"]);
 }
 
@@ -415,20 +459,19 @@ async fn out_of_office_is_stored_and_answers_each_sender_once() {
     let (srv, mut a, _) = two_users().await;
     let set = Element::new(tag::settings::SETTINGS).with(
         Element::new(tag::settings::OOF).with(
-            Element::new(tag::settings::SET)
-                .with_text(tag::settings::OOF_STATE, "1")
-                .with(
-                    Element::new(tag::settings::OOF_MESSAGE)
-                        .with(Element::new(tag::settings::APPLIES_TO_INTERNAL))
-                        .with_text(tag::settings::ENABLED, "1")
-                        .with_text(tag::settings::REPLY_MESSAGE, "On holiday")
-                        .with_text(tag::settings::BODY_TYPE, "Text"),
-                ),
+            Element::new(tag::settings::SET).with_text(tag::settings::OOF_STATE, "1").with(
+                Element::new(tag::settings::OOF_MESSAGE)
+                    .with(Element::new(tag::settings::APPLIES_TO_INTERNAL))
+                    .with_text(tag::settings::ENABLED, "1")
+                    .with_text(tag::settings::REPLY_MESSAGE, "On holiday")
+                    .with_text(tag::settings::BODY_TYPE, "Text"),
+            ),
         ),
     );
     let r = a.post("Settings", Some(&set)).await.doc();
     assert_eq!(text_of(r.child(tag::settings::OOF).unwrap(), tag::settings::STATUS), "1");
-    let get = Element::new(tag::settings::SETTINGS).with(Element::new(tag::settings::OOF).with(Element::new(tag::settings::GET).with_text(tag::settings::BODY_TYPE, "Text")));
+    let get = Element::new(tag::settings::SETTINGS)
+        .with(Element::new(tag::settings::OOF).with(Element::new(tag::settings::GET).with_text(tag::settings::BODY_TYPE, "Text")));
     let r = a.post("Settings", Some(&get)).await.doc();
     let xml = pushsync::wbxml::to_xml(&r);
     assert!(xml.contains("<Settings:OofState>1</Settings:OofState>") && xml.contains("On holiday"), "{xml}");
@@ -444,7 +487,8 @@ async fn out_of_office_is_stored_and_answers_each_sender_once() {
     assert!(reply.subject().unwrap().starts_with("Automatic reply"));
     assert_eq!(reply.header_raw("Auto-Submitted").map(str::trim), Some("auto-replied"));
     a.version = "16.1".into();
-    let bad = Element::new(tag::settings::SETTINGS).with(Element::new(tag::settings::OOF).with(Element::new(tag::settings::SET).with_text(tag::settings::OOF_STATE, "2")));
+    let bad = Element::new(tag::settings::SETTINGS)
+        .with(Element::new(tag::settings::OOF).with(Element::new(tag::settings::SET).with_text(tag::settings::OOF_STATE, "2")));
     let r = a.post("Settings", Some(&bad)).await.doc();
     assert_eq!(text_of(r.child(tag::settings::OOF).unwrap(), tag::settings::STATUS), "6", "time-based without a window");
 }

@@ -222,7 +222,8 @@ async fn fetch_estimate_and_empty_requests() {
 
     let (items, key) = sync_all(&phone, &inbox, key, 100).await;
     // Fetch one item in full.
-    let fetch = Element::new(tag::air_sync::COMMANDS).with(Element::new(tag::air_sync::FETCH).with_text(tag::air_sync::SERVER_ID, items[0].clone()));
+    let fetch = Element::new(tag::air_sync::COMMANDS)
+        .with(Element::new(tag::air_sync::FETCH).with_text(tag::air_sync::SERVER_ID, items[0].clone()));
     let r = phone.post("Sync", Some(&sync_request(&inbox, &key, 100, vec![fetch]))).await.doc();
     let responses = collection_of(&r).child(tag::air_sync::RESPONSES).expect("Responses");
     let fetched = responses.child(tag::air_sync::FETCH).unwrap();
@@ -248,8 +249,10 @@ async fn bad_sync_input_gets_the_protocol_statuses() {
     assert_eq!(text_of(collection_of(&r), tag::air_sync::STATUS), "3");
     let r = phone.post("Sync", Some(&sync_request("9999", "0", 10, vec![]))).await.doc();
     assert_eq!(text_of(collection_of(&r), tag::air_sync::STATUS), "12");
-    let no_key = Element::new(tag::air_sync::SYNC)
-        .with(Element::new(tag::air_sync::COLLECTIONS).with(Element::new(tag::air_sync::COLLECTION).with_text(tag::air_sync::COLLECTION_ID, inbox.clone())));
+    let no_key = Element::new(tag::air_sync::SYNC).with(
+        Element::new(tag::air_sync::COLLECTIONS)
+            .with(Element::new(tag::air_sync::COLLECTION).with_text(tag::air_sync::COLLECTION_ID, inbox.clone())),
+    );
     assert_eq!(phone.post("Sync", Some(&no_key)).await.status_code().as_deref(), Some("4"));
     // An empty request with nothing cached: incomplete request.
     let mut fresh = srv.phone("alice", "FRESH");
@@ -257,8 +260,11 @@ async fn bad_sync_input_gets_the_protocol_statuses() {
     assert_eq!(fresh.post("Sync", None).await.status_code().as_deref(), Some("13"));
     // Changes to unknown items answer per item.
     let key = bootstrap(&phone, &inbox).await;
-    let bogus = Element::new(tag::air_sync::COMMANDS)
-        .with(Element::new(tag::air_sync::CHANGE).with_text(tag::air_sync::SERVER_ID, format!("{inbox}:424242")).with(Element::new(tag::air_sync::APPLICATION_DATA).with_text(tag::email::READ, "1")));
+    let bogus = Element::new(tag::air_sync::COMMANDS).with(
+        Element::new(tag::air_sync::CHANGE)
+            .with_text(tag::air_sync::SERVER_ID, format!("{inbox}:424242"))
+            .with(Element::new(tag::air_sync::APPLICATION_DATA).with_text(tag::email::READ, "1")),
+    );
     let r = phone.post("Sync", Some(&sync_request(&inbox, &key, 10, vec![bogus]))).await.doc();
     let resp = collection_of(&r).child(tag::air_sync::RESPONSES).unwrap().child(tag::air_sync::CHANGE).unwrap();
     assert_eq!(text_of(resp, tag::air_sync::STATUS), "8");
@@ -308,7 +314,9 @@ async fn item_operations_fetch_items_and_attachments() {
     assert_eq!(text_of(att, tag::air_sync_base::DISPLAY_NAME), "data.bin");
 
     let fetch_att = Element::new(tag::item_operations::ITEM_OPERATIONS).with(
-        Element::new(tag::item_operations::FETCH).with_text(tag::item_operations::STORE, "Mailbox").with_text(tag::air_sync_base::FILE_REFERENCE, file_ref.clone()),
+        Element::new(tag::item_operations::FETCH)
+            .with_text(tag::item_operations::STORE, "Mailbox")
+            .with_text(tag::air_sync_base::FILE_REFERENCE, file_ref.clone()),
     );
     let r = phone.post("ItemOperations", Some(&fetch_att)).await.doc();
     let fetch = r.child(tag::item_operations::RESPONSE).unwrap().child(tag::item_operations::FETCH).unwrap();
@@ -343,27 +351,52 @@ async fn item_operations_fetch_items_and_attachments() {
             .with_text(tag::item_operations::STORE, "Mailbox")
             .with_text(tag::air_sync::COLLECTION_ID, inbox.clone())
             .with_text(tag::air_sync::SERVER_ID, server_id)
-            .with(Element::new(tag::item_operations::OPTIONS).with(Element::new(tag::air_sync_base::BODY_PREFERENCE).with_text(tag::air_sync_base::TYPE, "4"))),
+            .with(
+                Element::new(tag::item_operations::OPTIONS)
+                    .with(Element::new(tag::air_sync_base::BODY_PREFERENCE).with_text(tag::air_sync_base::TYPE, "4")),
+            ),
     );
     let r = phone.post("ItemOperations", Some(&fetch_item)).await.doc();
-    let props = r.child(tag::item_operations::RESPONSE).unwrap().child(tag::item_operations::FETCH).unwrap().child(tag::item_operations::PROPERTIES).unwrap();
+    let props = r
+        .child(tag::item_operations::RESPONSE)
+        .unwrap()
+        .child(tag::item_operations::FETCH)
+        .unwrap()
+        .child(tag::item_operations::PROPERTIES)
+        .unwrap();
     let body = props.child(tag::air_sync_base::BODY).unwrap();
     assert_eq!(text_of(body, tag::air_sync_base::TYPE), "4");
     assert!(text_of(body, tag::air_sync_base::DATA).contains("Subject: With file"));
 
     // A missing attachment.
     let missing = Element::new(tag::item_operations::ITEM_OPERATIONS).with(
-        Element::new(tag::item_operations::FETCH).with_text(tag::item_operations::STORE, "Mailbox").with_text(tag::air_sync_base::FILE_REFERENCE, format!("{inbox}:999:0")),
+        Element::new(tag::item_operations::FETCH)
+            .with_text(tag::item_operations::STORE, "Mailbox")
+            .with_text(tag::air_sync_base::FILE_REFERENCE, format!("{inbox}:999:0")),
     );
     let r = phone.post("ItemOperations", Some(&missing)).await.doc();
-    assert_eq!(text_of(r.child(tag::item_operations::RESPONSE).unwrap().child(tag::item_operations::FETCH).unwrap(), tag::item_operations::STATUS), "6");
+    assert_eq!(
+        text_of(r.child(tag::item_operations::RESPONSE).unwrap().child(tag::item_operations::FETCH).unwrap(), tag::item_operations::STATUS),
+        "6"
+    );
 
     // EmptyFolderContents.
     let empty = Element::new(tag::item_operations::ITEM_OPERATIONS)
         .with(Element::new(tag::item_operations::EMPTY_FOLDER_CONTENTS).with_text(tag::air_sync::COLLECTION_ID, inbox.clone()));
     let r = phone.post("ItemOperations", Some(&empty)).await.doc();
-    assert_eq!(text_of(r.child(tag::item_operations::RESPONSE).unwrap().child(tag::item_operations::EMPTY_FOLDER_CONTENTS).unwrap(), tag::item_operations::STATUS), "1");
-    let mb = srv.app().store.mailbox(&srv.app().embedded.as_ref().unwrap().find_account("alice").await.unwrap().unwrap(), pushsync::store::Origin::Server).await.unwrap();
+    assert_eq!(
+        text_of(
+            r.child(tag::item_operations::RESPONSE).unwrap().child(tag::item_operations::EMPTY_FOLDER_CONTENTS).unwrap(),
+            tag::item_operations::STATUS
+        ),
+        "1"
+    );
+    let mb = srv
+        .app()
+        .store
+        .mailbox(&srv.app().embedded.as_ref().unwrap().find_account("alice").await.unwrap().unwrap(), pushsync::store::Origin::Server)
+        .await
+        .unwrap();
     let inbox_folder = mb.folders().await.unwrap().into_iter().find(|f| f.role == Some(pushsync::store::SpecialUse::Inbox)).unwrap();
     assert_eq!(inbox_folder.status.messages, 0);
 }
@@ -375,7 +408,10 @@ async fn settings_device_and_user_information() {
     let mut phone = srv.phone("alice", "P");
     phone.provision().await;
     let req = Element::new(tag::settings::SETTINGS)
-        .with(Element::new(tag::settings::DEVICE_INFORMATION).with(Element::new(tag::settings::SET).with_text(tag::settings::MODEL, "Model X").with_text(tag::settings::IMEI, "1234")))
+        .with(
+            Element::new(tag::settings::DEVICE_INFORMATION)
+                .with(Element::new(tag::settings::SET).with_text(tag::settings::MODEL, "Model X").with_text(tag::settings::IMEI, "1234")),
+        )
         .with(Element::new(tag::settings::USER_INFORMATION).with(Element::new(tag::settings::GET)));
     let r = phone.post("Settings", Some(&req)).await.doc();
     assert_eq!(text_of(&r, tag::settings::STATUS), "1");

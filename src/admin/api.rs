@@ -53,7 +53,9 @@ impl From<StoreError> for ApiError {
             StoreError::QuotaExceeded { .. } => StatusCode::INSUFFICIENT_STORAGE,
             StoreError::MessageTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             StoreError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
-            StoreError::Internal(m) if m.contains("invalid") || m.contains("not an email") || m.contains("empty password") => StatusCode::BAD_REQUEST,
+            StoreError::Internal(m) if m.contains("invalid") || m.contains("not an email") || m.contains("empty password") => {
+                StatusCode::BAD_REQUEST
+            }
             _ => StatusCode::INTERNAL_SERVER_ERROR,
         };
         ApiError(status, e.to_string())
@@ -110,11 +112,7 @@ fn router(state: ApiState) -> Router {
         .route("/v1/audit", get(audit))
         .route("/v1/backup", post(backup))
         .route_layer(middleware::from_fn_with_state(state.clone(), require_token));
-    Router::new()
-        .route("/health", get(|| async { "ok\n" }))
-        .route("/metrics", get(metrics))
-        .merge(api)
-        .with_state(state)
+    Router::new().route("/health", get(|| async { "ok\n" })).route("/metrics", get(metrics)).merge(api).with_state(state)
 }
 
 /// Serves the admin API until the server shuts down.
@@ -135,7 +133,12 @@ async fn require_token(State(state): State<ApiState>, request: Request, next: Ne
         a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
     });
     if !valid {
-        return (StatusCode::UNAUTHORIZED, [(header::WWW_AUTHENTICATE, "Bearer")], axum::Json(json!({ "error": "a valid admin token is required" }))).into_response();
+        return (
+            StatusCode::UNAUTHORIZED,
+            [(header::WWW_AUTHENTICATE, "Bearer")],
+            axum::Json(json!({ "error": "a valid admin token is required" })),
+        )
+            .into_response();
     }
     next.run(request).await
 }
@@ -168,7 +171,8 @@ async fn list_users(State(s): State<ApiState>) -> ApiResult {
 async fn add_user(State(s): State<ApiState>, headers: HeaderMap, axum::Json(body): axum::Json<NewUserBody>) -> ApiResult {
     let who = actor(&headers);
     let store = embedded(&s.app)?;
-    let user = store.add_user(NewUser { login: body.login, email: body.email, display_name: body.display_name, password: body.password }).await?;
+    let user =
+        store.add_user(NewUser { login: body.login, email: body.email, display_name: body.display_name, password: body.password }).await?;
     s.app.admin.audit(&who, "user.add", &user.login, &user.email).await?;
     if body.sync {
         s.app.admin.set_sync_access(&user.login, true, &who).await?;
@@ -193,7 +197,12 @@ struct PasswordBody {
     password: String,
 }
 
-async fn set_password(State(s): State<ApiState>, headers: HeaderMap, Path(login): Path<String>, axum::Json(b): axum::Json<PasswordBody>) -> ApiResult {
+async fn set_password(
+    State(s): State<ApiState>,
+    headers: HeaderMap,
+    Path(login): Path<String>,
+    axum::Json(b): axum::Json<PasswordBody>,
+) -> ApiResult {
     embedded(&s.app)?.set_password(&login, &b.password).await?;
     s.app.auth.forget_user(&login);
     s.app.admin.audit(&actor(&headers), "user.password", &login, "").await?;
@@ -206,7 +215,12 @@ struct QuotaBody {
     bytes: Option<u64>,
 }
 
-async fn set_quota(State(s): State<ApiState>, headers: HeaderMap, Path(login): Path<String>, axum::Json(b): axum::Json<QuotaBody>) -> ApiResult {
+async fn set_quota(
+    State(s): State<ApiState>,
+    headers: HeaderMap,
+    Path(login): Path<String>,
+    axum::Json(b): axum::Json<QuotaBody>,
+) -> ApiResult {
     embedded(&s.app)?.set_quota(&login, b.bytes).await?;
     s.app.admin.audit(&actor(&headers), "user.quota", &login, &b.bytes.map_or("none".into(), |q| q.to_string())).await?;
     ok(json!({ "login": login, "quota_bytes": b.bytes }))
@@ -217,7 +231,12 @@ struct AliasBody {
     address: String,
 }
 
-async fn add_alias(State(s): State<ApiState>, headers: HeaderMap, Path(login): Path<String>, axum::Json(b): axum::Json<AliasBody>) -> ApiResult {
+async fn add_alias(
+    State(s): State<ApiState>,
+    headers: HeaderMap,
+    Path(login): Path<String>,
+    axum::Json(b): axum::Json<AliasBody>,
+) -> ApiResult {
     embedded(&s.app)?.add_alias(&login, &b.address).await?;
     s.app.admin.audit(&actor(&headers), "user.alias", &login, &b.address).await?;
     ok(json!({ "login": login, "alias": b.address }))
@@ -229,7 +248,12 @@ struct RestoreBody {
     since: Option<i64>,
 }
 
-async fn restore(State(s): State<ApiState>, headers: HeaderMap, Path(login): Path<String>, body: Option<axum::Json<RestoreBody>>) -> ApiResult {
+async fn restore(
+    State(s): State<ApiState>,
+    headers: HeaderMap,
+    Path(login): Path<String>,
+    body: Option<axum::Json<RestoreBody>>,
+) -> ApiResult {
     let since = body.and_then(|b| b.0.since);
     let report = embedded(&s.app)?.restore(&login, since).await?;
     s.app.admin.audit(&actor(&headers), "user.restore", &login, &report.restored.to_string()).await?;
@@ -257,7 +281,12 @@ struct SyncBody {
     enabled: bool,
 }
 
-async fn set_sync(State(s): State<ApiState>, headers: HeaderMap, Path(login): Path<String>, axum::Json(b): axum::Json<SyncBody>) -> ApiResult {
+async fn set_sync(
+    State(s): State<ApiState>,
+    headers: HeaderMap,
+    Path(login): Path<String>,
+    axum::Json(b): axum::Json<SyncBody>,
+) -> ApiResult {
     let login = login.to_ascii_lowercase();
     s.app.admin.set_sync_access(&login, b.enabled, &actor(&headers)).await?;
     let kicked = if b.enabled { 0 } else { s.app.hub.kick_user(&login) };
@@ -289,14 +318,22 @@ struct WipeBody {
     account_only: bool,
 }
 
-async fn wipe_device(State(s): State<ApiState>, headers: HeaderMap, Path((login, device_id)): Path<(String, String)>, body: Option<axum::Json<WipeBody>>) -> ApiResult {
+async fn wipe_device(
+    State(s): State<ApiState>,
+    headers: HeaderMap,
+    Path((login, device_id)): Path<(String, String)>,
+    body: Option<axum::Json<WipeBody>>,
+) -> ApiResult {
     let account_only = body.is_some_and(|b| b.0.account_only);
     let mut device = s.app.state.device(&login, &device_id).await?.ok_or_else(|| not_found("device"))?;
     device.wipe = if account_only { WipeState::AccountOnlyRequested } else { WipeState::Requested };
     device.wipe_requested_at = Some(chrono::Utc::now().timestamp());
     s.app.state.save_device(&device).await?;
     s.app.hub.kick_device(&login, &device_id);
-    s.app.admin.audit(&actor(&headers), if account_only { "device.wipe.account" } else { "device.wipe" }, &format!("{login}/{device_id}"), "").await?;
+    s.app
+        .admin
+        .audit(&actor(&headers), if account_only { "device.wipe.account" } else { "device.wipe" }, &format!("{login}/{device_id}"), "")
+        .await?;
     ok(json!({ "device": device }))
 }
 
@@ -305,7 +342,12 @@ struct AccessBody {
     state: AccessState,
 }
 
-async fn set_device_access(State(s): State<ApiState>, headers: HeaderMap, Path((login, device_id)): Path<(String, String)>, axum::Json(b): axum::Json<AccessBody>) -> ApiResult {
+async fn set_device_access(
+    State(s): State<ApiState>,
+    headers: HeaderMap,
+    Path((login, device_id)): Path<(String, String)>,
+    axum::Json(b): axum::Json<AccessBody>,
+) -> ApiResult {
     let mut device = s.app.state.device(&login, &device_id).await?.ok_or_else(|| not_found("device"))?;
     device.access = b.state;
     device.access_reason = Some(super::access::REASON_ADMIN.into());
@@ -352,7 +394,12 @@ async fn users_of_policy(app: &App, name: &str) -> Result<Vec<String>, ApiError>
     Ok(out)
 }
 
-async fn put_policy(State(s): State<ApiState>, headers: HeaderMap, Path(name): Path<String>, axum::Json(policy): axum::Json<DevicePolicy>) -> ApiResult {
+async fn put_policy(
+    State(s): State<ApiState>,
+    headers: HeaderMap,
+    Path(name): Path<String>,
+    axum::Json(policy): axum::Json<DevicePolicy>,
+) -> ApiResult {
     if name.is_empty() || name.len() > 64 || !name.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c)) {
         return Err(ApiError(StatusCode::BAD_REQUEST, "policy names are 1-64 letters, digits, - _ .".into()));
     }
@@ -398,7 +445,12 @@ struct AssignBody {
     policy: Option<String>,
 }
 
-async fn assign_policy(State(s): State<ApiState>, headers: HeaderMap, Path(login): Path<String>, axum::Json(b): axum::Json<AssignBody>) -> ApiResult {
+async fn assign_policy(
+    State(s): State<ApiState>,
+    headers: HeaderMap,
+    Path(login): Path<String>,
+    axum::Json(b): axum::Json<AssignBody>,
+) -> ApiResult {
     let login = login.to_ascii_lowercase();
     let before = s.app.admin.policy_for(&login).await?;
     if !s.app.admin.assign_policy(&login, b.policy.as_deref(), &actor(&headers)).await? {
@@ -470,7 +522,8 @@ struct BackupBody {
 }
 
 async fn backup(State(s): State<ApiState>, headers: HeaderMap, axum::Json(b): axum::Json<BackupBody>) -> ApiResult {
-    let report = crate::backup::backup(&s.app, std::path::Path::new(&b.to)).await.map_err(|e| ApiError(StatusCode::BAD_REQUEST, e.to_string()))?;
+    let report =
+        crate::backup::backup(&s.app, std::path::Path::new(&b.to)).await.map_err(|e| ApiError(StatusCode::BAD_REQUEST, e.to_string()))?;
     s.app.admin.audit(&actor(&headers), "backup", &b.to, "").await?;
     ok(serde_json::to_value(&report).unwrap_or(Value::Null))
 }

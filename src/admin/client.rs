@@ -16,7 +16,9 @@ use crate::server::runtime;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
-    #[error("no running server found for data directory {dir} ({reason}); start `pushsync serve` with the same --data-dir, or pass --admin-url and --admin-token")]
+    #[error(
+        "no running server found for data directory {dir} ({reason}); start `pushsync serve` with the same --data-dir, or pass --admin-url and --admin-token"
+    )]
     NoServer { dir: String, reason: String },
     #[error("cannot reach the admin API at {url}: {reason}")]
     Connect { url: String, reason: String },

@@ -252,7 +252,9 @@ impl SqliteAdmin {
         {
             return Ok(c.clone());
         }
-        let (rows, assignments): (Vec<(String, String, bool)>, Vec<(String, String)>) = self
+        type PolicyRows = Vec<(String, String, bool)>;
+        type AssignmentRows = Vec<(String, String)>;
+        let (rows, assignments): (PolicyRows, AssignmentRows) = self
             .db
             .read(|c| {
                 let mut s = c.prepare("SELECT name, settings, is_default FROM policies")?;
@@ -314,7 +316,9 @@ impl AdminStore for SqliteAdmin {
             .db
             .read(|c| {
                 let mut s = c.prepare("SELECT login, enabled, changed_by, changed_at FROM sync_access ORDER BY login")?;
-                let rows = s.query_map([], |r| Ok(SyncAccess { login: r.get(0)?, enabled: r.get(1)?, changed_by: r.get(2)?, changed_at: r.get(3)? }))?;
+                let rows = s.query_map([], |r| {
+                    Ok(SyncAccess { login: r.get(0)?, enabled: r.get(1)?, changed_by: r.get(2)?, changed_at: r.get(3)? })
+                })?;
                 Ok(rows.collect::<Result<Vec<_>, _>>()?)
             })
             .await?)
@@ -398,7 +402,8 @@ impl AdminStore for SqliteAdmin {
             .write(move |tx| {
                 match &p {
                     Some(p) => {
-                        let exists: bool = tx.query_row("SELECT EXISTS(SELECT 1 FROM policies WHERE name = ?1)", params![p], |r| r.get(0))?;
+                        let exists: bool =
+                            tx.query_row("SELECT EXISTS(SELECT 1 FROM policies WHERE name = ?1)", params![p], |r| r.get(0))?;
                         if !exists {
                             return Ok(false);
                         }
@@ -507,7 +512,14 @@ impl AdminStore for SqliteAdmin {
             .read(move |c| {
                 let mut s = c.prepare("SELECT id, at, actor, action, target, detail FROM audit_log WHERE at >= ?1 ORDER BY id LIMIT ?2")?;
                 let rows = s.query_map(params![since, limit as i64], |r| {
-                    Ok(AuditEntry { id: r.get(0)?, at: r.get(1)?, actor: r.get(2)?, action: r.get(3)?, target: r.get(4)?, detail: r.get(5)? })
+                    Ok(AuditEntry {
+                        id: r.get(0)?,
+                        at: r.get(1)?,
+                        actor: r.get(2)?,
+                        action: r.get(3)?,
+                        target: r.get(4)?,
+                        detail: r.get(5)?,
+                    })
                 })?;
                 Ok(rows.collect::<Result<Vec<_>, _>>()?)
             })
@@ -542,7 +554,9 @@ impl AdminStore for SqliteAdmin {
         Ok(self
             .db
             .read(move |c| {
-                let mut s = c.prepare("SELECT day, login, syncs, pushes, devices FROM usage_daily WHERE day >= ?1 AND day < ?2 ORDER BY day, login")?;
+                let mut s = c.prepare(
+                    "SELECT day, login, syncs, pushes, devices FROM usage_daily WHERE day >= ?1 AND day < ?2 ORDER BY day, login",
+                )?;
                 let rows = s.query_map(params![f, t], |r| {
                     let devices: String = r.get(4)?;
                     Ok(UsageRow {
@@ -603,9 +617,13 @@ impl UsageReport {
 
 /// Builds the report of `month` (`YYYY-MM`).
 pub async fn usage_report(store: &dyn AdminStore, month: &str) -> Result<UsageReport, String> {
-    let first = chrono::NaiveDate::parse_from_str(&format!("{month}-01"), "%Y-%m-%d").map_err(|_| format!("{month:?} is not a month (YYYY-MM)"))?;
+    let first =
+        chrono::NaiveDate::parse_from_str(&format!("{month}-01"), "%Y-%m-%d").map_err(|_| format!("{month:?} is not a month (YYYY-MM)"))?;
     let next = first.checked_add_months(chrono::Months::new(1)).ok_or("month out of range")?;
-    let (from, end) = (first.and_hms_opt(0, 0, 0).ok_or("bad date")?.and_utc().timestamp(), next.and_hms_opt(0, 0, 0).ok_or("bad date")?.and_utc().timestamp());
+    let (from, end) = (
+        first.and_hms_opt(0, 0, 0).ok_or("bad date")?.and_utc().timestamp(),
+        next.and_hms_opt(0, 0, 0).ok_or("bad date")?.and_utc().timestamp(),
+    );
     // Days that have not begun yet are not billed.
     let now = chrono::Utc::now().timestamp();
     let to = end.min(now - now.rem_euclid(86_400) + 86_400);
@@ -615,7 +633,10 @@ pub async fn usage_report(store: &dyn AdminStore, month: &str) -> Result<UsageRe
     let mut days = Vec::new();
     for (day, logins) in &enabled {
         for l in logins {
-            users.entry(l.clone()).or_insert_with(|| UsageUser { login: l.clone(), days_enabled: 0, syncs: 0, pushes: 0, active_devices: 0 }).days_enabled += 1;
+            users
+                .entry(l.clone())
+                .or_insert_with(|| UsageUser { login: l.clone(), days_enabled: 0, syncs: 0, pushes: 0, active_devices: 0 })
+                .days_enabled += 1;
         }
         let today: Vec<&UsageRow> = rows.iter().filter(|r| &r.day == day).collect();
         days.push(UsageDay {
@@ -627,7 +648,13 @@ pub async fn usage_report(store: &dyn AdminStore, month: &str) -> Result<UsageRe
         });
     }
     for r in &rows {
-        let u = users.entry(r.login.clone()).or_insert_with(|| UsageUser { login: r.login.clone(), days_enabled: 0, syncs: 0, pushes: 0, active_devices: 0 });
+        let u = users.entry(r.login.clone()).or_insert_with(|| UsageUser {
+            login: r.login.clone(),
+            days_enabled: 0,
+            syncs: 0,
+            pushes: 0,
+            active_devices: 0,
+        });
         u.syncs += r.syncs;
         u.pushes += r.pushes;
         u.active_devices = u.active_devices.max(r.devices);
@@ -656,8 +683,7 @@ pub fn enabled_by_day(events: &[(String, bool, i64)], from: i64, to: i64) -> Vec
             state.insert(&events[i].0, events[i].1);
             i += 1;
         }
-        let mut enabled: std::collections::BTreeSet<String> =
-            state.iter().filter(|(_, e)| **e).map(|(l, _)| l.to_string()).collect();
+        let mut enabled: std::collections::BTreeSet<String> = state.iter().filter(|(_, e)| **e).map(|(l, _)| l.to_string()).collect();
         // Anyone enabled during the day counts for it too.
         let mut j = i;
         while j < events.len() && events[j].2 < day_end {
@@ -703,17 +729,15 @@ mod tests {
     async fn the_audit_log_cannot_be_rewritten() {
         let (_d, a) = admin();
         a.audit("admin", "test", "x", "").await.unwrap();
-        let r: Result<(), StateError> = a
-            .db
-            .write(|tx| {
+        let r: Result<(), StateError> =
+            a.db.write(|tx| {
                 tx.execute("DELETE FROM audit_log", [])?;
                 Ok(())
             })
             .await;
         assert!(r.is_err());
-        let r: Result<(), StateError> = a
-            .db
-            .write(|tx| {
+        let r: Result<(), StateError> =
+            a.db.write(|tx| {
                 tx.execute("UPDATE audit_log SET actor = 'x'", [])?;
                 Ok(())
             })
@@ -752,7 +776,12 @@ mod tests {
     #[test]
     fn enabled_users_by_day_counts_anyone_enabled_during_the_day() {
         let d = 86_400;
-        let events = vec![("a".to_string(), true, 10), ("b".to_string(), true, d + 10), ("a".to_string(), false, d + 20), ("b".to_string(), false, 2 * d + 5)];
+        let events = vec![
+            ("a".to_string(), true, 10),
+            ("b".to_string(), true, d + 10),
+            ("a".to_string(), false, d + 20),
+            ("b".to_string(), false, 2 * d + 5),
+        ];
         let days = enabled_by_day(&events, 0, 4 * d);
         let counts: Vec<usize> = days.iter().map(|(_, u)| u.len()).collect();
         assert_eq!(counts, vec![1, 2, 1, 0]);
@@ -762,7 +791,8 @@ mod tests {
     #[tokio::test]
     async fn usage_accumulates() {
         let (_d, a) = admin();
-        let row = |s, p, d: &str| UsageDelta { day: "2026-11-26".into(), login: "alice".into(), syncs: s, pushes: p, device_ids: vec![d.into()] };
+        let row =
+            |s, p, d: &str| UsageDelta { day: "2026-11-26".into(), login: "alice".into(), syncs: s, pushes: p, device_ids: vec![d.into()] };
         a.add_usage(&[row(3, 1, "A")]).await.unwrap();
         a.add_usage(&[row(2, 4, "B"), row(0, 0, "A")]).await.unwrap();
         let u = a.usage("2026-11-01", "2026-12-01").await.unwrap();

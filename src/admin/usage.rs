@@ -48,7 +48,13 @@ impl UsageRecorder {
         let drained: Vec<UsageDelta> = {
             let mut p = self.pending.lock().unwrap_or_else(|e| e.into_inner());
             p.drain()
-                .map(|((day, login), c)| UsageDelta { day, login, syncs: c.syncs, pushes: c.pushes, device_ids: c.devices.into_iter().collect() })
+                .map(|((day, login), c)| UsageDelta {
+                    day,
+                    login,
+                    syncs: c.syncs,
+                    pushes: c.pushes,
+                    device_ids: c.devices.into_iter().collect(),
+                })
                 .collect()
         };
         if drained.is_empty() {

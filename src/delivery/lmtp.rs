@@ -106,7 +106,10 @@ async fn session<R: AsyncRead + Unpin, W: AsyncWrite + Unpin>(app: &App, store: 
             "MAIL" if !greeted => "503 5.5.1 LHLO first\r\n".into(),
             "MAIL" => match rest.to_ascii_uppercase().starts_with("FROM:").then(|| path_arg(&rest[5..])).flatten() {
                 Some(from) => {
-                    let size = rest.to_ascii_uppercase().split_whitespace().find_map(|p| p.strip_prefix("SIZE=").and_then(|s| s.parse::<u64>().ok()));
+                    let size = rest
+                        .to_ascii_uppercase()
+                        .split_whitespace()
+                        .find_map(|p| p.strip_prefix("SIZE=").and_then(|s| s.parse::<u64>().ok()));
                     if size.is_some_and(|s| s > limit) {
                         "552 5.3.4 message too large\r\n".into()
                     } else {

@@ -7,8 +7,8 @@ use mail_parser::MessageParser;
 
 use crate::app::App;
 use crate::oof::OofSettings;
-use crate::store::embedded::{Delivered, EmbeddedStore};
 use crate::store::StoreResult;
+use crate::store::embedded::{Delivered, EmbeddedStore};
 
 /// Delivers one message to one local address and answers for its owner's out-of-office.
 /// Returns once the message is durably committed.

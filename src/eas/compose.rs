@@ -32,9 +32,7 @@ pub fn parse_address_list(s: &str) -> Vec<Mailbox> {
 }
 
 fn builder_addresses(list: &[Mailbox]) -> BuilderAddress<'static> {
-    BuilderAddress::new_list(
-        list.iter().map(|m| BuilderAddress::new_address(m.name.clone(), m.email.clone())).collect(),
-    )
+    BuilderAddress::new_list(list.iter().map(|m| BuilderAddress::new_address(m.name.clone(), m.email.clone())).collect())
 }
 
 /// A message id in the sender's domain.
@@ -84,20 +82,33 @@ mod tests {
     #[test]
     fn parses_device_address_lists() {
         let l = parse_address_list("\"Bob B\" <bob@example.test>; carol@example.test, not-an-address");
-        assert_eq!(l, vec![
-            Mailbox { name: Some("Bob B".into()), email: "bob@example.test".into() },
-            Mailbox { name: None, email: "carol@example.test".into() },
-        ]);
+        assert_eq!(
+            l,
+            vec![
+                Mailbox { name: Some("Bob B".into()), email: "bob@example.test".into() },
+                Mailbox { name: None, email: "carol@example.test".into() },
+            ]
+        );
         assert!(parse_address_list("").is_empty());
     }
 
     #[test]
     fn drafts_are_from_the_account() {
-        let account = Account { login: Arc::from("alice"), email: "alice@example.test".into(), display_name: Some("Alice".into()), addresses: vec![], secret: None };
+        let account = Account {
+            login: Arc::from("alice"),
+            email: "alice@example.test".into(),
+            display_name: Some("Alice".into()),
+            addresses: vec![],
+            secret: None,
+        };
         let data = Element::new(tag::air_sync::APPLICATION_DATA)
             .with_text(tag::email::TO, "bob@example.test")
             .with_text(tag::email::SUBJECT, "Plan")
-            .with(Element::new(tag::air_sync_base::BODY).with_text(tag::air_sync_base::TYPE, "1").with_text(tag::air_sync_base::DATA, "Draft text"));
+            .with(
+                Element::new(tag::air_sync_base::BODY)
+                    .with_text(tag::air_sync_base::TYPE, "1")
+                    .with_text(tag::air_sync_base::DATA, "Draft text"),
+            );
         let raw = build_draft(&account, &data);
         let msg = MessageParser::default().parse(&raw).unwrap();
         assert_eq!(msg.subject(), Some("Plan"));

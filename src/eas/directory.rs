@@ -45,7 +45,12 @@ pub async fn entries(app: &App) -> Result<Vec<Entry>, EasError> {
         .directory()
         .await?
         .into_iter()
-        .map(|u| Entry { display_name: u.display_name.clone().unwrap_or_else(|| u.login.clone()), login: u.login, email: u.email, aliases: u.aliases })
+        .map(|u| Entry {
+            display_name: u.display_name.clone().unwrap_or_else(|| u.login.clone()),
+            login: u.login,
+            email: u.email,
+            aliases: u.aliases,
+        })
         .collect())
 }
 

@@ -61,7 +61,10 @@ impl<'a> Ctx<'a> {
 /// Commands a quarantined device may still run: enough to set up the account and see that
 /// it is quarantined, nothing that reads or sends mail.
 fn allowed_in_quarantine(command: Command) -> bool {
-    matches!(command, Command::Provision | Command::FolderSync | Command::Settings | Command::Sync | Command::Ping | Command::GetItemEstimate)
+    matches!(
+        command,
+        Command::Provision | Command::FolderSync | Command::Settings | Command::Sync | Command::Ping | Command::GetItemEstimate
+    )
 }
 
 /// Runs one ActiveSync command for an authenticated user.
@@ -76,13 +79,22 @@ pub async fn handle(app: &App, line: RequestLine, account: Account, content_type
                 other => tracing::info!(error = %other, "command refused"),
             }
             let r = into_response(&e, command, version);
-            app.metrics.command_statuses.get_or_create(&RequestLabels { command: command.name().to_string(), status: r.status().as_u16() }).inc();
+            app.metrics
+                .command_statuses
+                .get_or_create(&RequestLabels { command: command.name().to_string(), status: r.status().as_u16() })
+                .inc();
             r
         }
     }
 }
 
-async fn run(app: &App, line: &RequestLine, account: Account, content_type: Option<String>, body: Bytes) -> Result<CommandResponse, EasError> {
+async fn run(
+    app: &App,
+    line: &RequestLine,
+    account: Account,
+    content_type: Option<String>,
+    body: Bytes,
+) -> Result<CommandResponse, EasError> {
     let command = line.command;
     if !implemented(command) {
         return Err(EasError::NotImplemented);
@@ -163,7 +175,8 @@ fn check_device(line: &RequestLine, device: &Device) -> Result<(), EasError> {
 /// cut off meanwhile ends with the answer a new request would get.
 pub async fn recheck_access(ctx: &Ctx<'_>) -> Result<(), EasError> {
     check_entitlement(ctx.app, &ctx.account).await?;
-    let device = ctx.app.state.device(ctx.login(), &ctx.line.device_id).await?.ok_or(EasError::Provision(ProvisionNeeded::NotProvisioned))?;
+    let device =
+        ctx.app.state.device(ctx.login(), &ctx.line.device_id).await?.ok_or(EasError::Provision(ProvisionNeeded::NotProvisioned))?;
     check_device(ctx.line, &device)
 }
 

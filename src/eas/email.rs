@@ -360,7 +360,11 @@ pub fn fill(out: &mut Element, raw: &[u8], state: &MessageState, uid: u32, opts:
         out.push(list);
     }
 
-    let content_type = msg.content_type().map(|c| format!("{}/{}", c.c_type, c.c_subtype.as_deref().unwrap_or(""))).unwrap_or_default().to_ascii_lowercase();
+    let content_type = msg
+        .content_type()
+        .map(|c| format!("{}/{}", c.c_type, c.c_subtype.as_deref().unwrap_or("")))
+        .unwrap_or_default()
+        .to_ascii_lowercase();
     let class = match content_type.as_str() {
         "multipart/signed" => "IPM.Note.SMIME.MultipartSigned",
         "application/pkcs7-mime" | "application/x-pkcs7-mime" => "IPM.Note.SMIME",
@@ -388,7 +392,8 @@ pub fn fill(out: &mut Element, raw: &[u8], state: &MessageState, uid: u32, opts:
         } else if state.flags.contains(Flags::ANSWERED) {
             out.push_text_child(tag::email2::LAST_VERB_EXECUTED, "1");
         }
-        if let (Some(sender), Some(from)) = (msg.sender().and_then(|s| s.first()).and_then(|a| a.address()), msg.from().and_then(|f| f.first()).and_then(|a| a.address()))
+        if let (Some(sender), Some(from)) =
+            (msg.sender().and_then(|s| s.first()).and_then(|a| a.address()), msg.from().and_then(|f| f.first()).and_then(|a| a.address()))
             && !sender.eq_ignore_ascii_case(from)
         {
             out.push_text_child(tag::email2::SENDER, sender.to_string());
@@ -448,7 +453,14 @@ mod tests {
     const MESSAGE: &[u8] = b"From: Bob Example <bob@example.test>\r\nTo: Alice <alice@example.test>, carol@example.test\r\nCc: dave@example.test\r\nSubject: Re: Lunch\r\nDate: Thu, 26 Nov 2026 10:00:00 +0000\r\nMessage-ID: <m2@example.test>\r\nReferences: <m1@example.test>\r\nImportance: high\r\nMIME-Version: 1.0\r\nContent-Type: multipart/mixed; boundary=\"b\"\r\n\r\n--b\r\nContent-Type: text/plain; charset=utf-8\r\n\r\nSee you at noon.\r\n--b\r\nContent-Type: application/pdf; name=\"menu.pdf\"\r\nContent-Disposition: attachment; filename=\"menu.pdf\"\r\nContent-Transfer-Encoding: base64\r\n\r\nJVBERi0xLjQK\r\n--b--\r\n";
 
     fn state() -> MessageState {
-        MessageState { uid: 7, modseq: 1, flags: Flags::SEEN.union(Flags::FLAGGED), keywords: vec!["Red_Category".into()], internal_date: 1_795_600_000, size: MESSAGE.len() as u64 }
+        MessageState {
+            uid: 7,
+            modseq: 1,
+            flags: Flags::SEEN.union(Flags::FLAGGED),
+            keywords: vec!["Red_Category".into()],
+            internal_date: 1_795_600_000,
+            size: MESSAGE.len() as u64,
+        }
     }
 
     fn opts(prefs: Vec<BodyPreference>) -> RenderOptions {

@@ -91,7 +91,10 @@ pub enum CommandResponse {
     /// HTTP 200 with no body (the empty Sync response).
     Empty,
     /// Another content type (GetAttachment, multipart ItemOperations).
-    Raw { content_type: String, body: Bytes },
+    Raw {
+        content_type: String,
+        body: Bytes,
+    },
 }
 
 pub type HttpResponse = Response<Full<Bytes>>;
@@ -179,13 +182,19 @@ fn server_error_status(command: Command) -> Option<u16> {
 fn legacy_http_status(status: CommonStatus) -> StatusCode {
     use CommonStatus::*;
     match status {
-        UserDisabledForSync | UserOnNewMailboxCannotSync | UserOnLegacyMailboxCannotSync | DeviceIsBlockedForThisUser | AccessDenied
+        UserDisabledForSync
+        | UserOnNewMailboxCannotSync
+        | UserOnLegacyMailboxCannotSync
+        | DeviceIsBlockedForThisUser
+        | AccessDenied
         | AccountDisabled => StatusCode::FORBIDDEN,
         ServerErrorRetryLater | MailboxServerOffline => StatusCode::SERVICE_UNAVAILABLE,
         ServerError | SyncStateCorrupt | SyncStateNotFound => StatusCode::INTERNAL_SERVER_ERROR,
         MailboxQuotaExceeded => StatusCode::INSUFFICIENT_STORAGE,
         CommandNotSupported => StatusCode::NOT_IMPLEMENTED,
-        RemoteWipeRequested | DeviceNotProvisioned | PolicyRefresh | InvalidPolicyKey => StatusCode::from_u16(449).unwrap_or(StatusCode::FORBIDDEN),
+        RemoteWipeRequested | DeviceNotProvisioned | PolicyRefresh | InvalidPolicyKey => {
+            StatusCode::from_u16(449).unwrap_or(StatusCode::FORBIDDEN)
+        }
         _ => StatusCode::BAD_REQUEST,
     }
 }
@@ -253,9 +262,10 @@ mod tests {
     fn status_of(r: HttpResponse) -> (StatusCode, Option<String>) {
         let status = r.status();
         let body = futures_body(r);
-        let text = (!body.is_empty()).then(|| wbxml::decode(&body).ok()).flatten().and_then(|root| {
-            root.elements().find(|e| e.tag.name() == Some("Status")).and_then(|e| e.text_content())
-        });
+        let text = (!body.is_empty())
+            .then(|| wbxml::decode(&body).ok())
+            .flatten()
+            .and_then(|root| root.elements().find(|e| e.tag.name() == Some("Status")).and_then(|e| e.text_content()));
         (status, text)
     }
 

@@ -1,12 +1,12 @@
 //! Find (MS-ASCMD 2.2.1.2, protocol 16.1): free-text search of the mailbox or the GAL.
 
+use super::directory;
 use super::dispatch::{Ctx, Request};
 use super::email;
 use super::error::{CommandResponse, EasError};
 use super::folders::server_id;
 use super::search::{Criteria, QueryError, evaluate, gal_properties, range, run_mailbox_search};
 use super::status::FindStatus;
-use super::directory;
 use crate::store::Flags;
 use crate::wbxml::{Element, tag};
 
@@ -43,7 +43,9 @@ pub async fn handle(ctx: &mut Ctx<'_>, request: Request) -> Result<CommandRespon
         let Some(query) = criterion.child(tag::find::QUERY) else { return Ok(CommandResponse::Wbxml(status(FindStatus::InvalidRequest))) };
         let alternatives: Vec<Criteria> = match evaluate(query, 0) {
             Ok(a) => a,
-            Err(QueryError::TooComplex) | Err(QueryError::Invalid(_)) => return Ok(CommandResponse::Wbxml(status(FindStatus::InvalidRequest))),
+            Err(QueryError::TooComplex) | Err(QueryError::Invalid(_)) => {
+                return Ok(CommandResponse::Wbxml(status(FindStatus::InvalidRequest)));
+            }
         };
         let map = ctx.folders().await?;
         if alternatives.iter().flat_map(|a| &a.collections).any(|c| map.by_collection(c).is_none()) {
@@ -60,7 +62,8 @@ pub async fn handle(ctx: &mut Ctx<'_>, request: Request) -> Result<CommandRespon
             let names = |a: Option<&mail_parser::Address<'_>>| {
                 a.map(|l| l.iter().filter_map(|x| x.name().or(x.address())).collect::<Vec<_>>().join("; ")).unwrap_or_default()
             };
-            let preview: String = msg.body_text(0).unwrap_or_default().split_whitespace().collect::<Vec<_>>().join(" ").chars().take(255).collect();
+            let preview: String =
+                msg.body_text(0).unwrap_or_default().split_whitespace().collect::<Vec<_>>().join(" ").chars().take(255).collect();
             let props = Element::new(tag::find::PROPERTIES)
                 .with_text(tag::email::SUBJECT, msg.subject().unwrap_or("").to_string())
                 .with_text(tag::email::DATE_RECEIVED, email::eas_date(state.internal_date))

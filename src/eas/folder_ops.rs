@@ -65,7 +65,12 @@ pub async fn create(ctx: &mut Ctx<'_>, request: Request) -> Result<CommandRespon
         Err(e) => return Err(e.into()),
     };
     let collection = ctx.app.state.collection_ids(ctx.login(), std::slice::from_ref(&created)).await?.remove(0);
-    let new_folder = KnownFolder { id: collection.clone(), parent: if parent.is_some() { parent_id.trim().to_string() } else { "0".into() }, name: name.trim().to_string(), folder_type: folder_type::USER_MAIL };
+    let new_folder = KnownFolder {
+        id: collection.clone(),
+        parent: if parent.is_some() { parent_id.trim().to_string() } else { "0".into() },
+        name: name.trim().to_string(),
+        folder_type: folder_type::USER_MAIL,
+    };
     let new_key = match hierarchy::own_change(&mut state, &key, |f| f.push(new_folder)) {
         Ok(k) => k,
         Err(SyncError::InvalidSyncKey) => return Ok(answer(root, FolderCreateStatus::InvalidSyncKey.code(), None)),
@@ -108,12 +113,15 @@ pub async fn update(ctx: &mut Ctx<'_>, request: Request) -> Result<CommandRespon
     let mailbox = ctx.mailbox().await?;
     match mailbox.rename_folder(&folder.id, parent.as_ref(), name.trim()).await {
         Ok(_) => {}
-        Err(StoreError::FolderExists) | Err(StoreError::SpecialFolder) => return Ok(answer(root, FolderUpdateStatus::FolderExistsOrSpecialFolder.code(), None)),
+        Err(StoreError::FolderExists) | Err(StoreError::SpecialFolder) => {
+            return Ok(answer(root, FolderUpdateStatus::FolderExistsOrSpecialFolder.code(), None));
+        }
         Err(StoreError::FolderNotFound) => return Ok(answer(root, FolderUpdateStatus::FolderNotFound.code(), None)),
         Err(StoreError::InvalidFolderName) => return Ok(answer(root, FolderUpdateStatus::MalformedRequest.code(), None)),
         Err(e) => return Err(e.into()),
     }
-    let (id, parent_id, name) = (server_id.trim().to_string(), if parent.is_some() { parent_id.trim().to_string() } else { "0".into() }, name.trim().to_string());
+    let (id, parent_id, name) =
+        (server_id.trim().to_string(), if parent.is_some() { parent_id.trim().to_string() } else { "0".into() }, name.trim().to_string());
     let kind = eas_type(folder.role);
     let new_key = match hierarchy::own_change(&mut state, &key, |folders| {
         folders.retain(|f| f.id != id);
@@ -130,7 +138,8 @@ pub async fn update(ctx: &mut Ctx<'_>, request: Request) -> Result<CommandRespon
 pub async fn delete(ctx: &mut Ctx<'_>, request: Request) -> Result<CommandResponse, EasError> {
     let root = tag::folder_hierarchy::FOLDER_DELETE;
     let doc = request.document.ok_or_else(|| EasError::Protocol("FolderDelete needs a body".into()))?;
-    let (Some(key), Some(server_id)) = (doc.child_text(tag::folder_hierarchy::SYNC_KEY), doc.child_text(tag::folder_hierarchy::SERVER_ID)) else {
+    let (Some(key), Some(server_id)) = (doc.child_text(tag::folder_hierarchy::SYNC_KEY), doc.child_text(tag::folder_hierarchy::SERVER_ID))
+    else {
         return Ok(answer(root, FolderDeleteStatus::MalformedRequest.code(), None));
     };
     let _lock = ctx.app.engine.lock_device(ctx.device.pk).await;

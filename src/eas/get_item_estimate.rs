@@ -1,9 +1,9 @@
 //! GetItemEstimate (MS-ASCMD 2.2.1.9): how many changes the next Sync would bring.
 
+use super::ProtocolVersion;
 use super::dispatch::{Ctx, Request};
 use super::error::{CommandResponse, EasError};
 use super::status::GetItemEstimateStatus;
-use super::ProtocolVersion;
 use crate::sync::{DeltaOptions, SyncError, filter_cutoff};
 use crate::wbxml::{Element, tag};
 

@@ -70,7 +70,8 @@ pub async fn handle(ctx: &mut Ctx<'_>, request: Request) -> Result<CommandRespon
         };
         response.push(out);
     }
-    let root = Element::new(tag::item_operations::ITEM_OPERATIONS).with_text(tag::item_operations::STATUS, status(Status::Success)).with(response);
+    let root =
+        Element::new(tag::item_operations::ITEM_OPERATIONS).with_text(tag::item_operations::STATUS, status(Status::Success)).with(response);
     if multipart.enabled {
         let body = multipart.encode(crate::wbxml::encode(&root));
         return Ok(CommandResponse::Raw { content_type: "application/vnd.ms-sync.multipart".into(), body });
@@ -85,15 +86,25 @@ fn parse_range(s: &str) -> Option<(usize, usize)> {
     (a <= b).then_some((a, b))
 }
 
-async fn fetch(ctx: &Ctx<'_>, map: &FolderMap, mailbox: &std::sync::Arc<dyn Mailbox>, op: &Element, multipart: &mut Multipart) -> Result<Element, EasError> {
+async fn fetch(
+    ctx: &Ctx<'_>,
+    map: &FolderMap,
+    mailbox: &std::sync::Arc<dyn Mailbox>,
+    op: &Element,
+    multipart: &mut Multipart,
+) -> Result<Element, EasError> {
     let options = op.child(tag::item_operations::OPTIONS);
     let range = options.and_then(|o| o.child_text(tag::item_operations::RANGE));
 
     // An attachment by FileReference.
     if let Some(reference) = op.child_text(tag::air_sync_base::FILE_REFERENCE) {
         let mut out = Element::new(tag::item_operations::FETCH);
-        let bad = |out: Element, s: Status| out.with_text(tag::item_operations::STATUS, status(s)).with_text(tag::air_sync_base::FILE_REFERENCE, reference.clone());
-        let Some((collection, uid, index)) = email::parse_file_reference(&reference) else { return Ok(bad(out, Status::InvalidAttachment)) };
+        let bad = |out: Element, s: Status| {
+            out.with_text(tag::item_operations::STATUS, status(s)).with_text(tag::air_sync_base::FILE_REFERENCE, reference.clone())
+        };
+        let Some((collection, uid, index)) = email::parse_file_reference(&reference) else {
+            return Ok(bad(out, Status::InvalidAttachment));
+        };
         let Some(folder) = map.by_collection(&collection) else { return Ok(bad(out, Status::InvalidAttachment)) };
         let raw = match mailbox.fetch(&folder.id, uid).await {
             Ok(r) => r,
@@ -131,11 +142,8 @@ async fn fetch(ctx: &Ctx<'_>, map: &FolderMap, mailbox: &std::sync::Arc<dyn Mail
     }
 
     // A mail item by CollectionId + ServerId, or by LongId (from Search).
-    let (collection, server_id, long_id) = (
-        op.child_text(tag::air_sync::COLLECTION_ID),
-        op.child_text(tag::air_sync::SERVER_ID),
-        op.child_text(tag::search::LONG_ID),
-    );
+    let (collection, server_id, long_id) =
+        (op.child_text(tag::air_sync::COLLECTION_ID), op.child_text(tag::air_sync::SERVER_ID), op.child_text(tag::search::LONG_ID));
     let target = match (&server_id, &long_id) {
         (Some(sid), _) => parse_server_id(sid).map(|(c, u)| (collection.clone().unwrap_or_else(|| c.to_string()), u)),
         (None, Some(lid)) => parse_server_id(lid).map(|(c, u)| (c.to_string(), u)),
@@ -188,13 +196,16 @@ async fn empty_folder(map: &FolderMap, mailbox: &std::sync::Arc<dyn Mailbox>, op
     let id = op.child_text(tag::air_sync::COLLECTION_ID).unwrap_or_default();
     let mut out = Element::new(tag::item_operations::EMPTY_FOLDER_CONTENTS);
     let Some(folder) = map.by_collection(id.trim()) else {
-        return Ok(out.with_text(tag::item_operations::STATUS, status(Status::ObjectNotFoundOrAccessDenied)).with_text(tag::air_sync::COLLECTION_ID, id));
+        return Ok(out
+            .with_text(tag::item_operations::STATUS, status(Status::ObjectNotFoundOrAccessDenied))
+            .with_text(tag::air_sync::COLLECTION_ID, id));
     };
     let uids = mailbox.all_uids(&folder.id).await?;
     for chunk in uids.chunks(1000) {
         mailbox.expunge(&folder.id, chunk).await?;
     }
-    let delete_subfolders = op.child(tag::item_operations::OPTIONS).and_then(|o| o.child(tag::item_operations::DELETE_SUB_FOLDERS)).is_some();
+    let delete_subfolders =
+        op.child(tag::item_operations::OPTIONS).and_then(|o| o.child(tag::item_operations::DELETE_SUB_FOLDERS)).is_some();
     if delete_subfolders {
         let children: Vec<_> = map.iter().filter(|(_, f)| f.parent.as_ref() == Some(&folder.id)).map(|(_, f)| f.id.clone()).collect();
         for child in children {
@@ -214,7 +225,8 @@ async fn move_conversation(map: &FolderMap, mailbox: &std::sync::Arc<dyn Mailbox
     let dest = op.child_text(tag::item_operations::DST_FLD_ID).unwrap_or_default();
     let mut out = Element::new(tag::item_operations::MOVE);
     let reply = |out: Element, s: u16| {
-        out.with_text(tag::item_operations::STATUS, s.to_string()).with(Element::opaque(tag::item_operations::CONVERSATION_ID, conversation.clone()))
+        out.with_text(tag::item_operations::STATUS, s.to_string())
+            .with(Element::opaque(tag::item_operations::CONVERSATION_ID, conversation.clone()))
     };
     if conversation.is_empty() {
         return Ok(reply(out, Status::ProtocolError.code()));
@@ -246,8 +258,10 @@ async fn move_conversation(map: &FolderMap, mailbox: &std::sync::Arc<dyn Mailbox
 
 /// GetAttachment (12.x): `AttachmentName` is the FileReference; the body is the attachment.
 pub async fn get_attachment(ctx: &mut Ctx<'_>, _request: Request) -> Result<CommandResponse, EasError> {
-    let reference = ctx.line.params.attachment_name.clone().ok_or_else(|| EasError::BadRequest("GetAttachment without AttachmentName".into()))?;
-    let (collection, uid, index) = email::parse_file_reference(&reference).ok_or_else(|| EasError::BadRequest("malformed AttachmentName".into()))?;
+    let reference =
+        ctx.line.params.attachment_name.clone().ok_or_else(|| EasError::BadRequest("GetAttachment without AttachmentName".into()))?;
+    let (collection, uid, index) =
+        email::parse_file_reference(&reference).ok_or_else(|| EasError::BadRequest("malformed AttachmentName".into()))?;
     let map = ctx.folders().await?;
     let folder = map.by_collection(&collection).ok_or(EasError::Common(super::status::CommonStatus::ItemNotFound))?;
     let mailbox = ctx.mailbox().await?;

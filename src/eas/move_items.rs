@@ -12,7 +12,9 @@ use crate::wbxml::{Element, tag};
 const MAX_MOVES: usize = 1000;
 
 fn response(src: &str, status: MoveItemsStatus, dst: Option<String>) -> Element {
-    let mut r = Element::new(tag::move_::RESPONSE).with_text(tag::move_::SRC_MSG_ID, src.to_string()).with_text(tag::move_::STATUS, status.code().to_string());
+    let mut r = Element::new(tag::move_::RESPONSE)
+        .with_text(tag::move_::SRC_MSG_ID, src.to_string())
+        .with_text(tag::move_::STATUS, status.code().to_string());
     if let Some(d) = dst {
         r.push_text_child(tag::move_::DST_MSG_ID, d);
     }

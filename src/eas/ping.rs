@@ -70,7 +70,9 @@ pub async fn handle(ctx: &mut Ctx<'_>, request: Request) -> Result<CommandRespon
     }
     if params.folders.len() > limits.max_folders {
         ctx.app.metrics.ping_outcome("too-many-folders");
-        return Ok(CommandResponse::Wbxml(response(PingStatus::TooManyFolders).with_text(tag::ping::MAX_FOLDERS, limits.max_folders.to_string())));
+        return Ok(CommandResponse::Wbxml(
+            response(PingStatus::TooManyFolders).with_text(tag::ping::MAX_FOLDERS, limits.max_folders.to_string()),
+        ));
     }
     if ctx.device.ping.as_ref() != Some(&params) {
         ctx.device.ping = Some(params.clone());
@@ -95,7 +97,8 @@ pub async fn handle(ctx: &mut Ctx<'_>, request: Request) -> Result<CommandRespon
     drop(map);
 
     loop {
-        let mut registration = ctx.app.hub.register(&ctx.account, &ctx.device.device_id, watched.iter().map(|(_, f)| f.clone()).collect(), true).await;
+        let mut registration =
+            ctx.app.hub.register(&ctx.account, &ctx.device.device_id, watched.iter().map(|(_, f)| f.clone()).collect(), true).await;
 
         // Anything not synced yet answers at once.
         let hierarchy_state = ctx.app.state.hierarchy(ctx.device.pk).await?;
@@ -172,7 +175,10 @@ mod tests {
         assert_eq!(parameters(None, Some(&cache)).unwrap(), Some(cache.clone()));
         assert_eq!(parameters(None, None).unwrap(), None);
         let only_heartbeat = Element::new(tag::ping::PING).with_text(tag::ping::HEARTBEAT_INTERVAL, "600");
-        assert_eq!(parameters(Some(&only_heartbeat), Some(&cache)).unwrap().unwrap(), PingCache { heartbeat_secs: 600, folders: vec!["1".into()] });
+        assert_eq!(
+            parameters(Some(&only_heartbeat), Some(&cache)).unwrap().unwrap(),
+            PingCache { heartbeat_secs: 600, folders: vec!["1".into()] }
+        );
         assert_eq!(parameters(Some(&only_heartbeat), None).unwrap(), None);
         let bad = Element::new(tag::ping::PING).with_text(tag::ping::HEARTBEAT_INTERVAL, "soon");
         assert!(parameters(Some(&bad), None).is_err());

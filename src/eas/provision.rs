@@ -61,11 +61,23 @@ pub async fn handle(ctx: &mut Ctx<'_>, request: Request) -> Result<CommandRespon
             ctx.device.access = crate::state::AccessState::Blocked;
             ctx.device.access_reason = Some("wiped".into());
             ctx.app.state.save_device(&ctx.device).await?;
-            ctx.app.admin.audit(&format!("device:{}", ctx.device.device_id), "device.wipe.acknowledged", &format!("{}/{}", ctx.login(), ctx.device.device_id), "").await?;
+            ctx.app
+                .admin
+                .audit(
+                    &format!("device:{}", ctx.device.device_id),
+                    "device.wipe.acknowledged",
+                    &format!("{}/{}", ctx.login(), ctx.device.device_id),
+                    "",
+                )
+                .await?;
             tracing::info!("device acknowledged the remote wipe");
         }
         response.push_text_child(tag::provision::STATUS, status(ProvisionStatus::Success.code()));
-        let element = if ctx.device.wipe == WipeState::AccountOnlyRequested { tag::provision::ACCOUNT_ONLY_REMOTE_WIPE } else { tag::provision::REMOTE_WIPE };
+        let element = if ctx.device.wipe == WipeState::AccountOnlyRequested {
+            tag::provision::ACCOUNT_ONLY_REMOTE_WIPE
+        } else {
+            tag::provision::REMOTE_WIPE
+        };
         response.push(Element::new(element));
         return Ok(CommandResponse::Wbxml(response));
     }

@@ -73,11 +73,7 @@ impl RequestLine {
         let accept_multipart = header("ms-asacceptmultipart").is_some_and(|v| v.eq_ignore_ascii_case("t"));
         // Base64 never contains '&', and '=' only as trailing padding.
         let plain = query.is_empty() || query.contains('&') || query.to_ascii_lowercase().starts_with("cmd=");
-        let mut line = if plain {
-            parse_plain(query, headers)?
-        } else {
-            parse_base64(query)?
-        };
+        let mut line = if plain { parse_plain(query, headers)? } else { parse_base64(query)? };
         line.user_agent = user_agent;
         line.params.accept_multipart |= accept_multipart;
         Ok(line)
@@ -117,8 +113,7 @@ fn parse_plain(query: &str, headers: &HeaderMap) -> Result<RequestLine, RequestL
     }
     let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok()).map(str::trim);
     let version_text = header("ms-asprotocolversion").ok_or(RequestLineError::MissingVersion)?;
-    let version = ProtocolVersion::parse(version_text)
-        .ok_or_else(|| RequestLineError::UnsupportedVersion(version_text.to_string()))?;
+    let version = ProtocolVersion::parse(version_text).ok_or_else(|| RequestLineError::UnsupportedVersion(version_text.to_string()))?;
     let policy_key = header("x-ms-policykey").and_then(|k| k.parse::<u32>().ok()).filter(|&k| k != 0);
     Ok(RequestLine { command, user, device_id, device_type, version, policy_key, params, user_agent: None })
 }
@@ -162,11 +157,8 @@ fn parse_base64(query: &str) -> Result<RequestLine, RequestLineError> {
     let device_type = String::from_utf8(take(type_len)?.to_vec()).map_err(|_| Bad("device type is not UTF-8"))?;
     let mut user = None;
     let mut params = CommandParams::default();
-    loop {
-        let tag = match take(1) {
-            Ok(t) => t[0],
-            Err(_) => break,
-        };
+    while let Ok(t) = take(1) {
+        let tag = t[0];
         let len = take(1)?[0] as usize;
         let value = take(len)?;
         let text = || String::from_utf8(value.to_vec()).map_err(|_| Bad("parameter is not UTF-8"));
@@ -257,11 +249,7 @@ mod tests {
     fn parses_the_plain_query() {
         let mut h = headers("14.1");
         h.insert("X-MS-PolicyKey", HeaderValue::from_static("3942919513"));
-        let line = RequestLine::parse(
-            "Cmd=Sync&User=alice%40example.test&DeviceId=ApplDNPX123&DeviceType=iPhone&Extra=1",
-            &h,
-        )
-        .unwrap();
+        let line = RequestLine::parse("Cmd=Sync&User=alice%40example.test&DeviceId=ApplDNPX123&DeviceType=iPhone&Extra=1", &h).unwrap();
         assert_eq!(line.command, Command::Sync);
         assert_eq!(line.user.as_deref(), Some("alice@example.test"));
         assert_eq!(line.device_id, "ApplDNPX123");
@@ -284,16 +272,10 @@ mod tests {
             RequestLine::parse("Cmd=Sync&DeviceId=d&DeviceType=t", &headers("2.5")),
             Err(RequestLineError::UnsupportedVersion("2.5".into()))
         );
-        assert_eq!(
-            RequestLine::parse("Cmd=Sync&DeviceId=d&DeviceType=t", &HeaderMap::new()),
-            Err(RequestLineError::MissingVersion)
-        );
+        assert_eq!(RequestLine::parse("Cmd=Sync&DeviceId=d&DeviceType=t", &HeaderMap::new()), Err(RequestLineError::MissingVersion));
         assert_eq!(RequestLine::parse("Cmd=Sync&DeviceId=%ZZ&DeviceType=t", &h), Err(RequestLineError::MalformedQuery));
         let long = "x".repeat(65);
-        assert_eq!(
-            RequestLine::parse(&format!("Cmd=Sync&DeviceId={long}&DeviceType=t"), &h),
-            Err(RequestLineError::InvalidDeviceId)
-        );
+        assert_eq!(RequestLine::parse(&format!("Cmd=Sync&DeviceId={long}&DeviceType=t"), &h), Err(RequestLineError::InvalidDeviceId));
     }
 
     /// Builds a base64 query the way MS-ASHTTP lays it out.

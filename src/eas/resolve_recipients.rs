@@ -1,9 +1,9 @@
 //! ResolveRecipients (MS-ASCMD 2.2.1.15): names to addresses, from the directory.
 
+use super::directory;
 use super::dispatch::{Ctx, Request};
 use super::error::{CommandResponse, EasError};
 use super::status::{ResolveRecipientsResponseStatus, ResolveRecipientsStatus};
-use super::directory;
 use crate::wbxml::{Element, tag};
 
 /// Most names resolved in one request, and most candidates returned per name by default.
@@ -12,9 +12,15 @@ const DEFAULT_AMBIGUOUS: usize = 20;
 
 pub async fn handle(ctx: &mut Ctx<'_>, request: Request) -> Result<CommandResponse, EasError> {
     let doc = request.document.ok_or_else(|| EasError::Protocol("ResolveRecipients needs a body".into()))?;
-    let names: Vec<String> = doc.children_with(tag::resolve_recipients::TO).filter_map(|t| t.text_content()).map(|t| t.trim().to_string()).take(MAX_NAMES + 1).collect();
+    let names: Vec<String> = doc
+        .children_with(tag::resolve_recipients::TO)
+        .filter_map(|t| t.text_content())
+        .map(|t| t.trim().to_string())
+        .take(MAX_NAMES + 1)
+        .collect();
     if names.is_empty() || names.len() > MAX_NAMES {
-        let r = Element::new(tag::resolve_recipients::RESOLVE_RECIPIENTS).with_text(tag::resolve_recipients::STATUS, ResolveRecipientsStatus::ProtocolError.code().to_string());
+        let r = Element::new(tag::resolve_recipients::RESOLVE_RECIPIENTS)
+            .with_text(tag::resolve_recipients::STATUS, ResolveRecipientsStatus::ProtocolError.code().to_string());
         return Ok(CommandResponse::Wbxml(r));
     }
     let max_ambiguous = doc
@@ -24,7 +30,8 @@ pub async fn handle(ctx: &mut Ctx<'_>, request: Request) -> Result<CommandRespon
         .unwrap_or(DEFAULT_AMBIGUOUS)
         .min(DEFAULT_AMBIGUOUS);
     let entries = directory::entries(ctx.app).await?;
-    let mut root = Element::new(tag::resolve_recipients::RESOLVE_RECIPIENTS).with_text(tag::resolve_recipients::STATUS, ResolveRecipientsStatus::Success.code().to_string());
+    let mut root = Element::new(tag::resolve_recipients::RESOLVE_RECIPIENTS)
+        .with_text(tag::resolve_recipients::STATUS, ResolveRecipientsStatus::Success.code().to_string());
     for name in names {
         let exact: Vec<&directory::Entry> = entries.iter().filter(|e| e.is(&name)).collect();
         let hits = if exact.is_empty() { directory::search(&entries, &name) } else { exact };

@@ -3,12 +3,12 @@
 
 use std::collections::HashSet;
 
+use super::directory;
 use super::dispatch::{Ctx, Request};
 use super::email::{self, RenderOptions};
 use super::error::{CommandResponse, EasError};
 use super::folders::{FolderMap, server_id};
 use super::status::{SearchStatus, SearchStoreStatus};
-use super::directory;
 use crate::store::{FolderId, Mailbox, SearchHit, SearchQuery, SpecialUse};
 use crate::wbxml::{Element, tag};
 
@@ -46,7 +46,9 @@ fn and(a: &Criteria, b: &Criteria) -> Criteria {
         (true, _) => b.collections.clone(),
         (_, true) => a.collections.clone(),
         // Both restrict: only collections in both.
-        _ => a.collections.iter().filter(|c| b.collections.contains(c)).cloned().chain(std::iter::once(String::from("\u{0}none"))).collect(),
+        _ => {
+            a.collections.iter().filter(|c| b.collections.contains(c)).cloned().chain(std::iter::once(String::from("\u{0}none"))).collect()
+        }
     };
     Criteria {
         collections,
@@ -105,13 +107,22 @@ pub fn evaluate(e: &Element, depth: usize) -> Result<Vec<Criteria>, QueryError> 
             let class = e.text_content().unwrap_or_default();
             Ok(vec![Criteria { email: class.trim().eq_ignore_ascii_case("Email"), ..unit() }])
         }
-        t if t == tag::air_sync::COLLECTION_ID => Ok(vec![Criteria { collections: vec![e.text_content().unwrap_or_default().trim().to_string()], ..unit() }]),
+        t if t == tag::air_sync::COLLECTION_ID => {
+            Ok(vec![Criteria { collections: vec![e.text_content().unwrap_or_default().trim().to_string()], ..unit() }])
+        }
         t if t == tag::search::GREATER_THAN || t == tag::search::LESS_THAN => {
             if e.child(tag::email::DATE_RECEIVED).is_none() {
                 return Err(QueryError::TooComplex);
             }
-            let value = e.child_text(tag::search::VALUE).and_then(|v| email::parse_eas_date(&v)).ok_or_else(|| QueryError::Invalid("bad date value".into()))?;
-            Ok(vec![if t == tag::search::GREATER_THAN { Criteria { after: Some(value), ..unit() } } else { Criteria { before: Some(value), ..unit() } }])
+            let value = e
+                .child_text(tag::search::VALUE)
+                .and_then(|v| email::parse_eas_date(&v))
+                .ok_or_else(|| QueryError::Invalid("bad date value".into()))?;
+            Ok(vec![if t == tag::search::GREATER_THAN {
+                Criteria { after: Some(value), ..unit() }
+            } else {
+                Criteria { before: Some(value), ..unit() }
+            }])
         }
         other => Err(QueryError::Invalid(format!("unsupported query element {other}"))),
     }
@@ -121,7 +132,10 @@ pub fn evaluate(e: &Element, depth: usize) -> Result<Vec<Criteria>, QueryError> 
 pub fn range(e: Option<String>) -> Result<(usize, usize), QueryError> {
     let Some(r) = e else { return Ok((0, 99)) };
     let (a, b) = r.trim().split_once('-').ok_or_else(|| QueryError::Invalid("bad Range".into()))?;
-    let (a, b): (usize, usize) = (a.trim().parse().map_err(|_| QueryError::Invalid("bad Range".into()))?, b.trim().parse().map_err(|_| QueryError::Invalid("bad Range".into()))?);
+    let (a, b): (usize, usize) = (
+        a.trim().parse().map_err(|_| QueryError::Invalid("bad Range".into()))?,
+        b.trim().parse().map_err(|_| QueryError::Invalid("bad Range".into()))?,
+    );
     if a > b || b >= MAX_RESULTS {
         return Err(QueryError::Invalid("Range out of bounds".into()));
     }
@@ -129,7 +143,12 @@ pub fn range(e: Option<String>) -> Result<(usize, usize), QueryError> {
 }
 
 /// Runs the alternatives against the mailbox; hits newest first, without duplicates.
-pub async fn run_mailbox_search(map: &FolderMap, mailbox: &dyn Mailbox, alternatives: &[Criteria], deep: bool) -> Result<Vec<(String, SearchHit)>, EasError> {
+pub async fn run_mailbox_search(
+    map: &FolderMap,
+    mailbox: &dyn Mailbox,
+    alternatives: &[Criteria],
+    deep: bool,
+) -> Result<Vec<(String, SearchHit)>, EasError> {
     let mut hits: Vec<(String, SearchHit)> = Vec::new();
     let mut seen = HashSet::new();
     for c in alternatives.iter().filter(|c| c.email) {
@@ -154,9 +173,19 @@ pub async fn run_mailbox_search(map: &FolderMap, mailbox: &dyn Mailbox, alternat
         }
         if folders.is_empty() {
             // No folder given: every mail folder but the bins.
-            folders = map.iter().filter(|(_, f)| !matches!(f.role, Some(SpecialUse::Trash) | Some(SpecialUse::Junk))).map(|(_, f)| f.id.clone()).collect();
+            folders = map
+                .iter()
+                .filter(|(_, f)| !matches!(f.role, Some(SpecialUse::Trash) | Some(SpecialUse::Junk)))
+                .map(|(_, f)| f.id.clone())
+                .collect();
         }
-        let query = SearchQuery { folders, text: c.text.clone().filter(|t| !t.is_empty()), received_after: c.after, received_before: c.before, limit: MAX_RESULTS };
+        let query = SearchQuery {
+            folders,
+            text: c.text.clone().filter(|t| !t.is_empty()),
+            received_after: c.after,
+            received_before: c.before,
+            limit: MAX_RESULTS,
+        };
         for hit in mailbox.search(&query).await? {
             if seen.insert((hit.folder.clone(), hit.uid))
                 && let Some(collection) = map.collection_of(&hit.folder)
@@ -165,7 +194,7 @@ pub async fn run_mailbox_search(map: &FolderMap, mailbox: &dyn Mailbox, alternat
             }
         }
     }
-    hits.sort_by(|a, b| b.1.internal_date.cmp(&a.1.internal_date));
+    hits.sort_by_key(|h| std::cmp::Reverse(h.1.internal_date));
     hits.truncate(MAX_RESULTS);
     Ok(hits)
 }
@@ -217,7 +246,13 @@ async fn mailbox_search(ctx: &Ctx<'_>, store: &Element, options: Option<&Element
     for (collection, hit) in &page {
         let Some(state) = mailbox.message_states(&hit.folder, &[hit.uid]).await?.into_iter().next() else { continue };
         let Ok(raw) = mailbox.fetch(&hit.folder, hit.uid).await else { continue };
-        let render = RenderOptions { preferences: preferences.clone(), mime_support: 0, version: ctx.version(), collection: collection.clone(), draft_folder: false };
+        let render = RenderOptions {
+            preferences: preferences.clone(),
+            mime_support: 0,
+            version: ctx.version(),
+            collection: collection.clone(),
+            draft_folder: false,
+        };
         let mut props = Element::new(tag::search::PROPERTIES);
         email::fill(&mut props, &raw, &state, hit.uid, &render);
         out.push(
@@ -259,7 +294,10 @@ async fn gal_search(ctx: &Ctx<'_>, store: &Element, options: Option<&Element>) -
 
 /// A directory entry as GAL properties.
 pub fn gal_properties(container: crate::wbxml::Tag, e: &directory::Entry) -> Element {
-    let mut p = Element::new(container).with_text(tag::gal::DISPLAY_NAME, e.display_name.clone()).with_text(tag::gal::EMAIL_ADDRESS, e.email.clone()).with_text(tag::gal::ALIAS, e.login.clone());
+    let mut p = Element::new(container)
+        .with_text(tag::gal::DISPLAY_NAME, e.display_name.clone())
+        .with_text(tag::gal::EMAIL_ADDRESS, e.email.clone())
+        .with_text(tag::gal::ALIAS, e.login.clone());
     if let Some(f) = e.first_name() {
         p.push_text_child(tag::gal::FIRST_NAME, f);
     }
@@ -280,7 +318,11 @@ mod tests {
                 .with_text(tag::air_sync::CLASS, "Email")
                 .with_text(tag::air_sync::COLLECTION_ID, "5")
                 .with_text(tag::search::FREE_TEXT, "lunch")
-                .with(Element::new(tag::search::GREATER_THAN).with(Element::new(tag::email::DATE_RECEIVED)).with_text(tag::search::VALUE, "2026-01-01T00:00:00.000Z")),
+                .with(
+                    Element::new(tag::search::GREATER_THAN)
+                        .with(Element::new(tag::email::DATE_RECEIVED))
+                        .with_text(tag::search::VALUE, "2026-01-01T00:00:00.000Z"),
+                ),
         );
         let a = evaluate(&q, 0).unwrap();
         assert_eq!(a.len(), 1);
@@ -288,7 +330,8 @@ mod tests {
         assert_eq!(a[0].text.as_deref(), Some("lunch"));
         assert!(a[0].after.is_some() && a[0].email);
 
-        let or = Element::new(tag::search::QUERY).with(Element::new(tag::search::OR).with_text(tag::search::FREE_TEXT, "a").with_text(tag::search::FREE_TEXT, "b"));
+        let or = Element::new(tag::search::QUERY)
+            .with(Element::new(tag::search::OR).with_text(tag::search::FREE_TEXT, "a").with_text(tag::search::FREE_TEXT, "b"));
         assert_eq!(evaluate(&or, 0).unwrap().len(), 2);
         let contacts = Element::new(tag::search::QUERY).with_text(tag::air_sync::CLASS, "Contacts");
         assert!(!evaluate(&contacts, 0).unwrap()[0].email);

@@ -59,7 +59,9 @@ fn parse(ctx: &Ctx<'_>, request: Request, kind: Kind) -> Result<Submission, EasE
         // 12.x: MIME body; ItemId/CollectionId/LongId and SaveInSent in the query.
         let p = &ctx.line.params;
         let source = match (&p.item_id, &p.collection_id, &p.long_id) {
-            (Some(item), Some(coll), _) => parse_server_id(item).map(|(_, u)| (coll.clone(), u)).or_else(|| item.parse().ok().map(|u| (coll.clone(), u))),
+            (Some(item), Some(coll), _) => {
+                parse_server_id(item).map(|(_, u)| (coll.clone(), u)).or_else(|| item.parse().ok().map(|u| (coll.clone(), u)))
+            }
             (Some(item), None, _) => parse_server_id(item).map(|(c, u)| (c.to_string(), u)),
             (None, _, Some(long)) => parse_server_id(long).map(|(c, u)| (c.to_string(), u)),
             _ => None,
@@ -122,7 +124,8 @@ async fn submit(ctx: &mut Ctx<'_>, request: Request, kind: Kind) -> Result<Comma
     {
         return Err(common(CommonStatus::MessagePreviouslySent));
     }
-    let parsed = MessageParser::default().parse(&sub.mime).filter(|m| !m.headers().is_empty()).ok_or_else(|| common(CommonStatus::InvalidMime))?;
+    let parsed =
+        MessageParser::default().parse(&sub.mime).filter(|m| !m.headers().is_empty()).ok_or_else(|| common(CommonStatus::InvalidMime))?;
 
     let map = ctx.folders().await?;
     let mailbox = ctx.mailbox().await?;
@@ -149,7 +152,9 @@ async fn submit(ctx: &mut Ctx<'_>, request: Request, kind: Kind) -> Result<Comma
             (strip_bcc(&built), built)
         }
         _ => {
-            let reply_to = original.as_ref().and_then(|(_, _, raw)| MessageParser::default().parse(raw).and_then(|o| o.message_id().map(str::to_string)));
+            let reply_to = original
+                .as_ref()
+                .and_then(|(_, _, raw)| MessageParser::default().parse(raw).and_then(|o| o.message_id().map(str::to_string)));
             let fixed = rewrite_headers(&sub.mime, &parsed, &ctx.account, reply_to.as_deref());
             (strip_bcc(&fixed), fixed)
         }
@@ -229,7 +234,11 @@ fn header_fields(head: &[u8]) -> Vec<(String, Vec<u8>)> {
             }
             continue;
         }
-        let name = line.iter().position(|&b| b == b':').map(|i| String::from_utf8_lossy(&line[..i]).trim().to_ascii_lowercase()).unwrap_or_default();
+        let name = line
+            .iter()
+            .position(|&b| b == b':')
+            .map(|i| String::from_utf8_lossy(&line[..i]).trim().to_ascii_lowercase())
+            .unwrap_or_default();
         fields.push((name, line.to_vec()));
     }
     fields
@@ -300,9 +309,7 @@ fn from_line(display: Option<&str>, email: &str) -> String {
 
 fn addresses(a: Option<&mail_parser::Address<'_>>) -> Vec<compose::Mailbox> {
     a.map(|l| {
-        l.iter()
-            .filter_map(|m| Some(compose::Mailbox { name: m.name().map(str::to_string), email: m.address()?.to_string() }))
-            .collect()
+        l.iter().filter_map(|m| Some(compose::Mailbox { name: m.name().map(str::to_string), email: m.address()?.to_string() })).collect()
     })
     .unwrap_or_default()
 }
@@ -329,7 +336,11 @@ fn html_escape(s: &str) -> String {
 /// Builds a SmartReply (quoted original) or SmartForward (original and its attachments).
 fn build_smart(account: &Account, new: &Message<'_>, original: &Message<'_>, kind: Kind) -> Option<Vec<u8>> {
     let new_text = new.body_text(0).map(|t| t.into_owned()).unwrap_or_default();
-    let new_html = new.html_bodies().any(|p| matches!(p.body, mail_parser::PartType::Html(_))).then(|| new.body_html(0).map(|h| h.into_owned())).flatten();
+    let new_html = new
+        .html_bodies()
+        .any(|p| matches!(p.body, mail_parser::PartType::Html(_)))
+        .then(|| new.body_html(0).map(|h| h.into_owned()))
+        .flatten();
     let orig_text = original.body_text(0).map(|t| t.into_owned()).unwrap_or_default();
     let orig_from = display_address(original.from());
     let orig_date = original.date().map(|d| d.to_rfc822()).unwrap_or_default();
@@ -339,7 +350,14 @@ fn build_smart(account: &Account, new: &Message<'_>, original: &Message<'_>, kin
         Kind::Reply => {
             let quoted: String = orig_text.lines().map(|l| format!("> {l}\r\n")).collect();
             let text = format!("{new_text}\r\n\r\nOn {orig_date}, {orig_from} wrote:\r\n{quoted}");
-            let html = new_html.map(|h| format!("{h}<br><div>On {}, {} wrote:</div><blockquote>{}</blockquote>", html_escape(&orig_date), html_escape(&orig_from), original.body_html(0).unwrap_or_default()));
+            let html = new_html.map(|h| {
+                format!(
+                    "{h}<br><div>On {}, {} wrote:</div><blockquote>{}</blockquote>",
+                    html_escape(&orig_date),
+                    html_escape(&orig_from),
+                    original.body_html(0).unwrap_or_default()
+                )
+            });
             (text, html)
         }
         _ => {
@@ -348,7 +366,9 @@ fn build_smart(account: &Account, new: &Message<'_>, original: &Message<'_>, kin
                 display_address(original.to())
             );
             let text = format!("{new_text}\r\n\r\n{header}{orig_text}");
-            let html = new_html.map(|h| format!("{h}<br><div>{}</div>{}", html_escape(&header).replace("\r\n", "<br>"), original.body_html(0).unwrap_or_default()));
+            let html = new_html.map(|h| {
+                format!("{h}<br><div>{}</div>{}", html_escape(&header).replace("\r\n", "<br>"), original.body_html(0).unwrap_or_default())
+            });
             (text, html)
         }
     };
@@ -373,7 +393,8 @@ fn build_smart(account: &Account, new: &Message<'_>, original: &Message<'_>, kin
         b = b.header("Importance", Raw::new(imp.trim().to_string()));
     }
     if let Some(id) = original.message_id() {
-        let mut refs: Vec<String> = original.references().as_text_list().map(|l| l.iter().map(|s| s.to_string()).collect()).unwrap_or_default();
+        let mut refs: Vec<String> =
+            original.references().as_text_list().map(|l| l.iter().map(|s| s.to_string()).collect()).unwrap_or_default();
         if let Some(r) = original.references().as_text() {
             refs.push(r.to_string());
         }
@@ -389,7 +410,10 @@ fn build_smart(account: &Account, new: &Message<'_>, original: &Message<'_>, kin
     }
     let mut attach = |m: &Message<'_>| {
         for part in m.attachments() {
-            let ct = part.content_type().map(|c| format!("{}/{}", c.c_type, c.c_subtype.as_deref().unwrap_or("octet-stream"))).unwrap_or_else(|| "application/octet-stream".into());
+            let ct = part
+                .content_type()
+                .map(|c| format!("{}/{}", c.c_type, c.c_subtype.as_deref().unwrap_or("octet-stream")))
+                .unwrap_or_else(|| "application/octet-stream".into());
             let name = part.attachment_name().unwrap_or("attachment").to_string();
             let data = match &part.body {
                 mail_parser::PartType::Message(inner) => inner.raw_message().to_vec(),
@@ -411,7 +435,13 @@ mod tests {
     use std::sync::Arc;
 
     fn alice() -> Account {
-        Account { login: Arc::from("alice"), email: "alice@example.test".into(), display_name: Some("Alice".into()), addresses: vec!["alice@example.test".into()], secret: None }
+        Account {
+            login: Arc::from("alice"),
+            email: "alice@example.test".into(),
+            display_name: Some("Alice".into()),
+            addresses: vec!["alice@example.test".into()],
+            secret: None,
+        }
     }
 
     #[test]

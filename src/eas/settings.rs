@@ -1,11 +1,11 @@
 //! Settings (MS-ASCMD 2.2.1.18): DeviceInformation, UserInformation, Oof, DevicePassword,
 //! RightsManagementInformation.
 
+use super::ProtocolVersion;
 use super::dispatch::{Ctx, Request};
 use super::email::{eas_date, parse_eas_date};
 use super::error::{CommandResponse, EasError};
 use super::status::{SettingsOofStatus, SettingsStatus};
-use super::ProtocolVersion;
 use crate::oof::{OofMessage, OofSettings, OofState};
 use crate::state::DeviceInfo;
 use crate::wbxml::{Element, tag};

@@ -28,8 +28,10 @@ struct CollectionOptions {
 
 impl CollectionOptions {
     fn parse(options: &Element) -> CollectionOptions {
-        let filter_type = options.child_text(tag::air_sync::FILTER_TYPE).and_then(|f| f.trim().parse().ok()).filter(|f| *f <= 7).unwrap_or(0);
-        let preferences = email::body_preferences(options).into_iter().map(|p| (p.body_type, p.truncation, p.all_or_none, p.preview)).collect();
+        let filter_type =
+            options.child_text(tag::air_sync::FILTER_TYPE).and_then(|f| f.trim().parse().ok()).filter(|f| *f <= 7).unwrap_or(0);
+        let preferences =
+            email::body_preferences(options).into_iter().map(|p| (p.body_type, p.truncation, p.all_or_none, p.preview)).collect();
         let mime_support = options.child_text(tag::air_sync::MIME_SUPPORT).and_then(|m| m.trim().parse().ok()).unwrap_or(0);
         CollectionOptions { filter_type, preferences, mime_support }
     }
@@ -72,9 +74,24 @@ async fn quarantined(ctx: &Ctx<'_>, req: &SyncRequest) -> Result<CommandResponse
                 chrono::Utc::now().to_rfc2822(),
                 ctx.device.device_type
             );
-            let state = crate::store::MessageState { uid: 0, modseq: 0, flags: Flags::NONE, keywords: Vec::new(), internal_date: chrono::Utc::now().timestamp(), size: raw.len() as u64 };
-            let render = RenderOptions { preferences: Vec::new(), mime_support: 0, version: ctx.version(), collection: c.collection_id.clone(), draft_folder: false };
-            let add = Element::new(tag::air_sync::ADD).with_text(tag::air_sync::SERVER_ID, format!("{}:quarantine", c.collection_id)).with(email::render(raw.as_bytes(), &state, 0, &render));
+            let state = crate::store::MessageState {
+                uid: 0,
+                modseq: 0,
+                flags: Flags::NONE,
+                keywords: Vec::new(),
+                internal_date: chrono::Utc::now().timestamp(),
+                size: raw.len() as u64,
+            };
+            let render = RenderOptions {
+                preferences: Vec::new(),
+                mime_support: 0,
+                version: ctx.version(),
+                collection: c.collection_id.clone(),
+                draft_folder: false,
+            };
+            let add = Element::new(tag::air_sync::ADD)
+                .with_text(tag::air_sync::SERVER_ID, format!("{}:quarantine", c.collection_id))
+                .with(email::render(raw.as_bytes(), &state, 0, &render));
             e.push(Element::new(tag::air_sync::COMMANDS).with(add));
         }
         collections.push(e);
@@ -150,15 +167,26 @@ fn parse_request(doc: &Element, max_collections: usize, max_commands: usize) -> 
                         return Err(EasError::Protocol(format!("more than {max_commands} client changes")));
                     }
                     let sid = || cmd.child_text(tag::air_sync::SERVER_ID).map(|s| s.trim().to_string()).filter(|s| !s.is_empty());
-                    let data = || cmd.child(tag::air_sync::APPLICATION_DATA).cloned().unwrap_or_else(|| Element::new(tag::air_sync::APPLICATION_DATA));
+                    let data = || {
+                        cmd.child(tag::air_sync::APPLICATION_DATA).cloned().unwrap_or_else(|| Element::new(tag::air_sync::APPLICATION_DATA))
+                    };
                     let parsed = match cmd.tag {
                         t if t == tag::air_sync::ADD => ClientCommand::Add {
-                            client_id: cmd.child_text(tag::air_sync::CLIENT_ID).ok_or_else(|| EasError::Protocol("Add without ClientId".into()))?,
+                            client_id: cmd
+                                .child_text(tag::air_sync::CLIENT_ID)
+                                .ok_or_else(|| EasError::Protocol("Add without ClientId".into()))?,
                             data: data(),
                         },
-                        t if t == tag::air_sync::CHANGE => ClientCommand::Change { server_id: sid().ok_or_else(|| EasError::Protocol("Change without ServerId".into()))?, data: data() },
-                        t if t == tag::air_sync::DELETE => ClientCommand::Delete { server_id: sid().ok_or_else(|| EasError::Protocol("Delete without ServerId".into()))? },
-                        t if t == tag::air_sync::FETCH => ClientCommand::Fetch { server_id: sid().ok_or_else(|| EasError::Protocol("Fetch without ServerId".into()))? },
+                        t if t == tag::air_sync::CHANGE => ClientCommand::Change {
+                            server_id: sid().ok_or_else(|| EasError::Protocol("Change without ServerId".into()))?,
+                            data: data(),
+                        },
+                        t if t == tag::air_sync::DELETE => {
+                            ClientCommand::Delete { server_id: sid().ok_or_else(|| EasError::Protocol("Delete without ServerId".into()))? }
+                        }
+                        t if t == tag::air_sync::FETCH => {
+                            ClientCommand::Fetch { server_id: sid().ok_or_else(|| EasError::Protocol("Fetch without ServerId".into()))? }
+                        }
                         other => return Err(EasError::Protocol(format!("unknown client command {other}"))),
                     };
                     commands.push(parsed);
@@ -253,7 +281,8 @@ pub async fn handle(ctx: &mut Ctx<'_>, request: Request) -> Result<CommandRespon
         let mut registration = match deadline {
             Some(_) => {
                 let folders = ctx.folders().await?;
-                let watched: Vec<FolderId> = req.collections.iter().filter_map(|c| folders.by_collection(&c.collection_id).map(|f| f.id.clone())).collect();
+                let watched: Vec<FolderId> =
+                    req.collections.iter().filter_map(|c| folders.by_collection(&c.collection_id).map(|f| f.id.clone())).collect();
                 Some(ctx.app.hub.register(&ctx.account, &ctx.device.device_id, watched, true).await)
             }
             None => None,
@@ -281,7 +310,8 @@ pub async fn handle(ctx: &mut Ctx<'_>, request: Request) -> Result<CommandRespon
                 return Ok(CommandResponse::Empty);
             }
             Some(Wake::Hierarchy) => {
-                let response = Element::new(tag::air_sync::SYNC).with_text(tag::air_sync::STATUS, SyncStatus::FolderHierarchyChanged.code().to_string());
+                let response = Element::new(tag::air_sync::SYNC)
+                    .with_text(tag::air_sync::STATUS, SyncStatus::FolderHierarchyChanged.code().to_string());
                 return Ok(CommandResponse::Wbxml(response));
             }
             Some(Wake::Changed { committed_at, .. }) => {
@@ -304,7 +334,9 @@ fn doc_uses_wait(request: &Request) -> bool {
 /// The request without client changes, as the cache keeps it.
 fn cacheable(doc: &Element) -> Option<Vec<u8>> {
     let mut copy = doc.clone();
-    if let Some(crate::wbxml::Node::Element(colls)) = copy.children.iter_mut().find(|n| matches!(n, crate::wbxml::Node::Element(e) if e.tag == tag::air_sync::COLLECTIONS)) {
+    if let Some(crate::wbxml::Node::Element(colls)) =
+        copy.children.iter_mut().find(|n| matches!(n, crate::wbxml::Node::Element(e) if e.tag == tag::air_sync::COLLECTIONS))
+    {
         for c in colls.children.iter_mut() {
             if let crate::wbxml::Node::Element(c) = c {
                 c.children.retain(|n| !matches!(n, crate::wbxml::Node::Element(e) if e.tag == tag::air_sync::COMMANDS));
@@ -335,7 +367,12 @@ async fn run_collections(ctx: &Ctx<'_>, req: &mut SyncRequest) -> Result<Vec<Col
     let mut results = Vec::with_capacity(req.collections.len());
     let _lock = ctx.app.engine.lock_device(ctx.device.pk).await;
     for c in req.collections.iter_mut() {
-        let window = c.window.filter(|w| *w > 0).unwrap_or(ctx.app.config.sync.default_window).min(ctx.app.config.sync.max_window).min(global_room.max(1));
+        let window = c
+            .window
+            .filter(|w| *w > 0)
+            .unwrap_or(ctx.app.config.sync.default_window)
+            .min(ctx.app.config.sync.max_window)
+            .min(global_room.max(1));
         let result = run_collection(ctx, &folders, c, window, trash.as_ref(), drafts.as_deref()).await?;
         if let Some(r) = &result.1 {
             global_room = global_room.saturating_sub(*r);
@@ -365,7 +402,11 @@ async fn run_collection(
             None => return Ok((collection_status(c, "0", SyncStatus::InvalidSyncKey), None)),
         },
     };
-    let options = c.options.clone().or_else(|| stored.as_ref().and_then(|s| s.client_options.as_deref()).and_then(|j| serde_json::from_str(j).ok())).unwrap_or_default();
+    let options = c
+        .options
+        .clone()
+        .or_else(|| stored.as_ref().and_then(|s| s.client_options.as_deref()).and_then(|j| serde_json::from_str(j).ok()))
+        .unwrap_or_default();
     let options_json = c.options.as_ref().and_then(|o| serde_json::to_string(o).ok());
     let bootstrap = sync_key.trim() == "0";
     let get_changes = !bootstrap && c.get_changes.unwrap_or(true);
@@ -480,7 +521,11 @@ async fn run_collection(
             (cmd, ClientOpResult::NotFound) | (cmd, ClientOpResult::Failed(_)) => {
                 let t = if matches!(cmd, ClientCommand::Delete { .. }) { tag::air_sync::DELETE } else { tag::air_sync::CHANGE };
                 let status = if matches!(result, ClientOpResult::NotFound) { SyncStatus::ObjectNotFound } else { SyncStatus::ServerError };
-                responses.push(Element::new(t).with_text(tag::air_sync::SERVER_ID, id.clone()).with_text(tag::air_sync::STATUS, status.code().to_string()));
+                responses.push(
+                    Element::new(t)
+                        .with_text(tag::air_sync::SERVER_ID, id.clone())
+                        .with_text(tag::air_sync::STATUS, status.code().to_string()),
+                );
             }
             _ => {}
         }
@@ -527,7 +572,8 @@ fn item_uid(server_id: &str, collection: &str) -> Option<u32> {
 
 /// A Change carries only what can change on the server side: Read, Flag, Categories.
 fn change_data(m: &crate::store::MessageState) -> Element {
-    let mut data = Element::new(tag::air_sync::APPLICATION_DATA).with_text(tag::email::READ, if m.flags.contains(Flags::SEEN) { "1" } else { "0" });
+    let mut data =
+        Element::new(tag::air_sync::APPLICATION_DATA).with_text(tag::email::READ, if m.flags.contains(Flags::SEEN) { "1" } else { "0" });
     let mut flag = Element::new(tag::email::FLAG);
     if m.flags.contains(Flags::FLAGGED) {
         flag.push_text_child(tag::email::STATUS, "2");

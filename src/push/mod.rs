@@ -171,7 +171,13 @@ impl PushHub {
     /// `watch_hierarchy`). Any earlier waiting request of the device is superseded. Returns
     /// once the user's change feed is live, so the caller can then check for changes that
     /// predate the registration without missing any that follow it.
-    pub async fn register(self: &Arc<Self>, account: &Account, device: &str, folders: Vec<FolderId>, watch_hierarchy: bool) -> Registration {
+    pub async fn register(
+        self: &Arc<Self>,
+        account: &Account,
+        device: &str,
+        folders: Vec<FolderId>,
+        watch_hierarchy: bool,
+    ) -> Registration {
         let device: Arc<str> = Arc::from(device);
         let generation = self.generation.fetch_add(1, Ordering::Relaxed);
         let (tx, rx) = oneshot::channel();

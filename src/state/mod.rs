@@ -248,7 +248,14 @@ impl CollectionState {
 pub trait StateStore: Send + Sync + 'static {
     /// The device record, created on first contact; `last_seen` refreshed (at most once a
     /// minute, to keep writes off the hot path).
-    async fn touch_device(&self, login: &str, device_id: &str, device_type: &str, version: &str, user_agent: Option<&str>) -> StateResult<Device>;
+    async fn touch_device(
+        &self,
+        login: &str,
+        device_id: &str,
+        device_type: &str,
+        version: &str,
+        user_agent: Option<&str>,
+    ) -> StateResult<Device>;
 
     async fn device(&self, login: &str, device_id: &str) -> StateResult<Option<Device>>;
 
@@ -278,7 +285,14 @@ pub trait StateStore: Send + Sync + 'static {
 
     /// Saves the collection state and applies `ops` to its snapshot, in one transaction.
     /// With `reset`, the snapshot is emptied first.
-    async fn save_collection(&self, device: DevicePk, collection: &str, state: &CollectionState, ops: &[SnapOp], reset: bool) -> StateResult<()>;
+    async fn save_collection(
+        &self,
+        device: DevicePk,
+        collection: &str,
+        state: &CollectionState,
+        ops: &[SnapOp],
+        reset: bool,
+    ) -> StateResult<()>;
 
     async fn remove_collection(&self, device: DevicePk, collection: &str) -> StateResult<()>;
 

@@ -18,7 +18,8 @@ pub const STATE_FILE: &str = "state.db";
 /// `last_seen` is rewritten at most this often per device.
 const TOUCH_INTERVAL_SECS: i64 = 60;
 
-const MIGRATIONS: &[&str] = &[r#"
+const MIGRATIONS: &[&str] = &[
+    r#"
 CREATE TABLE devices (
     id                   INTEGER PRIMARY KEY,
     login                TEXT NOT NULL,
@@ -69,7 +70,9 @@ CREATE TABLE items (
     PRIMARY KEY (device, collection, uid)
 ) WITHOUT ROWID;
 CREATE INDEX items_by_date ON items(device, collection, date);
-"#, crate::admin::store::MIGRATION, r#"
+"#,
+    crate::admin::store::MIGRATION,
+    r#"
 -- Per-user settings devices manage (out-of-office), as JSON by name.
 CREATE TABLE user_settings (
     login TEXT NOT NULL,
@@ -77,7 +80,8 @@ CREATE TABLE user_settings (
     value TEXT NOT NULL,
     PRIMARY KEY (login, name)
 ) WITHOUT ROWID;
-"#];
+"#,
+];
 
 pub struct SqliteState {
     db: Db,
@@ -155,7 +159,11 @@ fn finish_device(parts: (Device, String, Option<String>, String, String)) -> Sta
 
 fn load_device(c: &Connection, login: &str, device_id: &str) -> StateResult<Option<Device>> {
     let row = c
-        .query_row(&format!("SELECT {DEVICE_COLUMNS} FROM devices WHERE login = ?1 AND device_id = ?2"), params![login, device_id], device_row)
+        .query_row(
+            &format!("SELECT {DEVICE_COLUMNS} FROM devices WHERE login = ?1 AND device_id = ?2"),
+            params![login, device_id],
+            device_row,
+        )
         .optional()?;
     row.map(finish_device).transpose()
 }
@@ -171,7 +179,14 @@ fn wipe_text(w: WipeState) -> &'static str {
 
 #[async_trait]
 impl StateStore for SqliteState {
-    async fn touch_device(&self, login: &str, device_id: &str, device_type: &str, version: &str, user_agent: Option<&str>) -> StateResult<Device> {
+    async fn touch_device(
+        &self,
+        login: &str,
+        device_id: &str,
+        device_type: &str,
+        version: &str,
+        user_agent: Option<&str>,
+    ) -> StateResult<Device> {
         let (l, d) = (login.to_string(), device_id.to_string());
         let existing = self.db.read(move |c| Ok(load_device(c, &l, &d))).await??;
         let now = now();
@@ -249,9 +264,8 @@ impl StateStore for SqliteState {
         let (l, d) = (login.to_string(), device_id.to_string());
         self.db
             .write(move |tx| {
-                let pk: Option<i64> = tx
-                    .query_row("SELECT id FROM devices WHERE login = ?1 AND device_id = ?2", params![l, d], |r| r.get(0))
-                    .optional()?;
+                let pk: Option<i64> =
+                    tx.query_row("SELECT id FROM devices WHERE login = ?1 AND device_id = ?2", params![l, d], |r| r.get(0)).optional()?;
                 let Some(pk) = pk else { return Ok(false) };
                 tx.execute("DELETE FROM items WHERE device = ?1", params![pk])?;
                 tx.execute("DELETE FROM collections WHERE device = ?1", params![pk])?;
@@ -308,7 +322,9 @@ impl StateStore for SqliteState {
                         Some(id) => id,
                         None => {
                             let next: i64 =
-                                tx.query_row("SELECT coalesce(max(id), 0) + 1 FROM collection_ids WHERE login = ?1", params![l], |r| r.get(0))?;
+                                tx.query_row("SELECT coalesce(max(id), 0) + 1 FROM collection_ids WHERE login = ?1", params![l], |r| {
+                                    r.get(0)
+                                })?;
                             tx.execute("INSERT INTO collection_ids(login, folder_key, id) VALUES (?1, ?2, ?3)", params![l, k, next])?;
                             next
                         }
@@ -326,8 +342,10 @@ impl StateStore for SqliteState {
         Ok(self
             .db
             .read(move |c| {
-                Ok(c.query_row("SELECT folder_key FROM collection_ids WHERE login = ?1 AND id = ?2", params![l, id], |r| r.get::<_, String>(0))
-                    .optional()?)
+                Ok(c.query_row("SELECT folder_key FROM collection_ids WHERE login = ?1 AND id = ?2", params![l, id], |r| {
+                    r.get::<_, String>(0)
+                })
+                .optional()?)
             })
             .await?
             .map(FolderId))
@@ -336,7 +354,9 @@ impl StateStore for SqliteState {
     async fn hierarchy(&self, device: DevicePk) -> StateResult<HierarchyState> {
         let text: Option<String> = self
             .db
-            .read(move |c| Ok(c.query_row("SELECT hierarchy FROM devices WHERE id = ?1", params![device], |r| r.get(0)).optional()?.flatten()))
+            .read(move |c| {
+                Ok(c.query_row("SELECT hierarchy FROM devices WHERE id = ?1", params![device], |r| r.get(0)).optional()?.flatten())
+            })
             .await?;
         match text {
             Some(t) => from_json(&t),
@@ -379,7 +399,14 @@ impl StateStore for SqliteState {
         rows.into_iter().map(|(id, s)| Ok((id, from_json(&s)?))).collect()
     }
 
-    async fn save_collection(&self, device: DevicePk, collection: &str, state: &CollectionState, ops: &[SnapOp], reset: bool) -> StateResult<()> {
+    async fn save_collection(
+        &self,
+        device: DevicePk,
+        collection: &str,
+        state: &CollectionState,
+        ops: &[SnapOp],
+        reset: bool,
+    ) -> StateResult<()> {
         let text = json(state)?;
         let c = collection.to_string();
         let ops = ops.to_vec();
@@ -431,7 +458,8 @@ impl StateStore for SqliteState {
         Ok(self
             .db
             .read(move |conn| {
-                let mut stmt = conn.prepare_cached("SELECT flags, keywords, date FROM items WHERE device = ?1 AND collection = ?2 AND uid = ?3")?;
+                let mut stmt =
+                    conn.prepare_cached("SELECT flags, keywords, date FROM items WHERE device = ?1 AND collection = ?2 AND uid = ?3")?;
                 let mut out = HashMap::with_capacity(uids.len());
                 for uid in uids {
                     if let Some(item) = stmt
@@ -458,8 +486,8 @@ impl StateStore for SqliteState {
         Ok(self
             .db
             .read(move |conn| {
-                let mut stmt =
-                    conn.prepare_cached("SELECT uid FROM items WHERE device = ?1 AND collection = ?2 AND date < ?3 ORDER BY date LIMIT ?4")?;
+                let mut stmt = conn
+                    .prepare_cached("SELECT uid FROM items WHERE device = ?1 AND collection = ?2 AND date < ?3 ORDER BY date LIMIT ?4")?;
                 let rows = stmt.query_map(params![device, c, date, limit as i64], |r| Ok(r.get::<_, i64>(0)? as u32))?;
                 Ok(rows.collect::<Result<Vec<_>, _>>()?)
             })
@@ -496,7 +524,9 @@ impl StateStore for SqliteState {
         let (l, n) = (login.to_string(), name.to_string());
         Ok(self
             .db
-            .read(move |c| Ok(c.query_row("SELECT value FROM user_settings WHERE login = ?1 AND name = ?2", params![l, n], |r| r.get(0)).optional()?))
+            .read(move |c| {
+                Ok(c.query_row("SELECT value FROM user_settings WHERE login = ?1 AND name = ?2", params![l, n], |r| r.get(0)).optional()?)
+            })
             .await?)
     }
 
@@ -526,7 +556,9 @@ impl StateStore for SqliteState {
     async fn sync_request(&self, device: DevicePk) -> StateResult<Option<Vec<u8>>> {
         Ok(self
             .db
-            .read(move |c| Ok(c.query_row("SELECT sync_request FROM devices WHERE id = ?1", params![device], |r| r.get(0)).optional()?.flatten()))
+            .read(move |c| {
+                Ok(c.query_row("SELECT sync_request FROM devices WHERE id = ?1", params![device], |r| r.get(0)).optional()?.flatten())
+            })
             .await?)
     }
 }

@@ -90,10 +90,7 @@ impl FeedRegistry {
 
     /// Subscribes to `user`'s changes.
     pub fn subscribe(&self, user: &Arc<str>) -> broadcast::Receiver<StoreChange> {
-        self.channels
-            .entry(user.clone())
-            .or_insert_with(|| broadcast::channel(CHANNEL_CAPACITY).0)
-            .subscribe()
+        self.channels.entry(user.clone()).or_insert_with(|| broadcast::channel(CHANNEL_CAPACITY).0).subscribe()
     }
 
     /// Publishes a committed change to `user`'s subscribers, if any.
@@ -124,12 +121,7 @@ mod tests {
     use super::*;
 
     fn change(folder: &str) -> StoreChange {
-        StoreChange {
-            folder: FolderId(folder.into()),
-            kind: ChangeKind::MessageNew,
-            origin: Origin::Server,
-            committed_at: Instant::now(),
-        }
+        StoreChange { folder: FolderId(folder.into()), kind: ChangeKind::MessageNew, origin: Origin::Server, committed_at: Instant::now() }
     }
 
     #[tokio::test]

@@ -318,7 +318,13 @@ pub trait Mailbox: Send + Sync {
     /// Messages with UID below `below`, highest UID first, at most `limit`, optionally only
     /// those received at or after `received_since`. IMAP: `UID SEARCH UID 1:below-1 SINCE d`
     /// then `UID FETCH` of the highest `limit`.
-    async fn messages_below(&self, folder: &FolderId, below: Uid, received_since: Option<i64>, limit: usize) -> StoreResult<Vec<MessageState>>;
+    async fn messages_below(
+        &self,
+        folder: &FolderId,
+        below: Uid,
+        received_since: Option<i64>,
+        limit: usize,
+    ) -> StoreResult<Vec<MessageState>>;
 
     /// The current state of these UIDs (missing ones are absent). IMAP: `UID FETCH set (…)`.
     async fn message_states(&self, folder: &FolderId, uids: &[Uid]) -> StoreResult<Vec<MessageState>>;

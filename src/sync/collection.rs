@@ -54,11 +54,21 @@ impl ServerChange {
 /// A change the device sends.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ClientOp {
-    SetFlags { uid: Uid, change: FlagChange },
+    SetFlags {
+        uid: Uid,
+        change: FlagChange,
+    },
     /// Delete, or with `move_to`, move there (DeletesAsMoves).
-    Delete { uid: Uid, move_to: Option<FolderId> },
+    Delete {
+        uid: Uid,
+        move_to: Option<FolderId>,
+    },
     /// A new item (a draft), identified by the device's ClientId.
-    Add { client_id: String, raw: Vec<u8>, flags: Flags },
+    Add {
+        client_id: String,
+        raw: Vec<u8>,
+        flags: Flags,
+    },
 }
 
 /// What became of a client change.
@@ -109,7 +119,8 @@ impl<'a> View<'a> {
 
     async fn lookup(&self, uids: &[Uid]) -> Result<HashMap<Uid, SnapItem>, SyncError> {
         let unknown: Vec<Uid> = uids.iter().copied().filter(|u| !self.overlay.contains_key(u)).collect();
-        let mut held = if unknown.is_empty() { HashMap::new() } else { self.state.snapshot_items(self.device, self.collection, &unknown).await? };
+        let mut held =
+            if unknown.is_empty() { HashMap::new() } else { self.state.snapshot_items(self.device, self.collection, &unknown).await? };
         for uid in uids {
             if let Some(entry) = self.overlay.get(uid) {
                 match entry {

@@ -118,22 +118,40 @@ impl SyncEngine {
         client_ops: Vec<ClientOp>,
         client_options: Option<String>,
     ) -> Result<CollectionSync, SyncError> {
-        collection::begin(mailbox, self.state.as_ref(), device, collection, folder, sync_key, opts, get_changes, client_ops, client_options).await
+        collection::begin(mailbox, self.state.as_ref(), device, collection, folder, sync_key, opts, get_changes, client_ops, client_options)
+            .await
     }
 
     /// GetItemEstimate: `None` when the collection was never synced.
-    pub async fn estimate(&self, mailbox: &dyn Mailbox, device: DevicePk, collection: &str, opts: &DeltaOptions) -> Result<Option<u64>, SyncError> {
+    pub async fn estimate(
+        &self,
+        mailbox: &dyn Mailbox,
+        device: DevicePk,
+        collection: &str,
+        opts: &DeltaOptions,
+    ) -> Result<Option<u64>, SyncError> {
         collection::estimate(mailbox, self.state.as_ref(), device, collection, opts).await
     }
 
     /// Records that the device itself moved a message (MoveItems), so the move is not echoed
     /// back as a Delete in the source and an Add in the destination.
-    pub async fn note_moved(&self, device: DevicePk, from: (&str, crate::store::Uid), to: Option<(&str, &crate::store::MessageState)>) -> Result<(), SyncError> {
+    pub async fn note_moved(
+        &self,
+        device: DevicePk,
+        from: (&str, crate::store::Uid),
+        to: Option<(&str, &crate::store::MessageState)>,
+    ) -> Result<(), SyncError> {
         collection::note_moved(self.state.as_ref(), device, from, to).await
     }
 
     /// Ping's question: is there anything the device has not synced in this collection?
-    pub async fn has_changes(&self, mailbox: &dyn Mailbox, device: DevicePk, collection: &str, opts: &DeltaOptions) -> Result<bool, SyncError> {
+    pub async fn has_changes(
+        &self,
+        mailbox: &dyn Mailbox,
+        device: DevicePk,
+        collection: &str,
+        opts: &DeltaOptions,
+    ) -> Result<bool, SyncError> {
         collection::has_changes(mailbox, self.state.as_ref(), device, collection, opts).await
     }
 }

@@ -218,7 +218,8 @@ async fn retried_client_adds_are_not_appended_twice() {
     let mut phone = fx.phone("A").await;
     let add = ClientOp::Add { client_id: "c1".into(), raw: message(9), flags: Flags::DRAFT };
     let mb = fx.mailbox(Origin::Device("A".into())).await;
-    let s = fx.engine.begin_collection(mb.as_ref(), phone.pk, "1", &fx.inbox, &phone.key, &ALL, true, vec![add.clone()], None).await.unwrap();
+    let s =
+        fx.engine.begin_collection(mb.as_ref(), phone.pk, "1", &fx.inbox, &phone.key, &ALL, true, vec![add.clone()], None).await.unwrap();
     let first = s.results.clone();
     s.commit(fx.engine.state()).await.unwrap(); // response lost
     let s = fx.engine.begin_collection(mb.as_ref(), phone.pk, "1", &fx.inbox, &phone.key, &ALL, true, vec![add], None).await.unwrap();
@@ -261,7 +262,12 @@ enum Step {
     ServerExpunge(usize),
     /// Device `d` syncs with window `w`, optionally marking one held message read, and
     /// possibly losing the response.
-    DeviceSync { d: usize, w: usize, read: Option<usize>, lose: bool },
+    DeviceSync {
+        d: usize,
+        w: usize,
+        read: Option<usize>,
+        lose: bool,
+    },
 }
 
 fn step() -> impl Strategy<Value = Step> {

@@ -85,10 +85,7 @@ mod tests {
     #[test]
     fn encodes_with_the_compact_header_and_page_switches() {
         let doc = Element::new(tag::folder_hierarchy::FOLDER_SYNC).with_text(tag::folder_hierarchy::SYNC_KEY, "0");
-        assert_eq!(
-            encode(&doc),
-            [0x03, 0x01, 0x6A, 0x00, 0x00, 0x07, 0x56, 0x52, 0x03, b'0', 0x00, 0x01, 0x01]
-        );
+        assert_eq!(encode(&doc), [0x03, 0x01, 0x6A, 0x00, 0x00, 0x07, 0x56, 0x52, 0x03, b'0', 0x00, 0x01, 0x01]);
     }
 
     #[test]

@@ -67,10 +67,7 @@ impl Tag {
     /// Looks a tag up by page name and tag name (`"AirSync"`, `"SyncKey"`).
     pub fn by_name(page_name: &str, tag_name: &str) -> Option<Tag> {
         let page = PAGES.iter().find(|p| p.name == page_name)?;
-        page.tags
-            .iter()
-            .find(|(_, n)| *n == tag_name)
-            .map(|(t, _)| Tag::new(page.number, *t))
+        page.tags.iter().find(|(_, n)| *n == tag_name).map(|(t, _)| Tag::new(page.number, *t))
     }
 }
 

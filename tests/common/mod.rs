@@ -38,15 +38,24 @@ impl TestServer {
         let dir = tempfile::tempdir().expect("temp dir");
         let tweak: Arc<dyn Fn(&mut Config) + Send + Sync> = Arc::new(tweak);
         let server = Self::boot(dir.path(), &tweak).await;
-        TestServer { addr: server.listen_addr(), admin: server.admin_addr(), token: server.admin_token.clone(), server: Some(server), dir, tweak }
+        TestServer {
+            addr: server.listen_addr(),
+            admin: server.admin_addr(),
+            token: server.admin_token.clone(),
+            server: Some(server),
+            dir,
+            tweak,
+        }
     }
 
     fn config(dir: &std::path::Path, tweak: &Arc<dyn Fn(&mut Config) + Send + Sync>) -> Config {
-        let mut config = Config::default();
-        config.data_dir = dir.to_path_buf();
-        config.listen = "127.0.0.1:0".parse().unwrap();
-        config.admin_listen = "127.0.0.1:0".parse().unwrap();
-        config.plain_http = true;
+        let mut config = Config {
+            data_dir: dir.to_path_buf(),
+            listen: "127.0.0.1:0".parse().unwrap(),
+            admin_listen: "127.0.0.1:0".parse().unwrap(),
+            plain_http: true,
+            ..Default::default()
+        };
         tweak(&mut config);
         config
     }
@@ -115,7 +124,13 @@ impl TestServer {
     }
 
     /// Calls the admin API; returns status and JSON (or text).
-    pub async fn admin_call(&self, method: Method, path: &str, body: Option<serde_json::Value>, token: Option<&str>) -> (StatusCode, String) {
+    pub async fn admin_call(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<serde_json::Value>,
+        token: Option<&str>,
+    ) -> (StatusCode, String) {
         let client: Client<HttpConnector, Full<Bytes>> = Client::builder(TokioExecutor::new()).build_http();
         let mut b = Request::builder().method(method).uri(format!("http://{}{}", self.admin, path));
         if let Some(t) = token.or(Some(self.token.as_str())) {
@@ -240,7 +255,10 @@ impl Phone {
 
     /// The two-step Provision handshake; returns the final key.
     pub async fn provision(&mut self) -> u32 {
-        let policy_type = || Element::new(tag::provision::POLICIES).with(Element::new(tag::provision::POLICY).with_text(tag::provision::POLICY_TYPE, "MS-EAS-Provisioning-WBXML"));
+        let policy_type = || {
+            Element::new(tag::provision::POLICIES)
+                .with(Element::new(tag::provision::POLICY).with_text(tag::provision::POLICY_TYPE, "MS-EAS-Provisioning-WBXML"))
+        };
         let mut first = Element::new(tag::provision::PROVISION);
         if self.version.as_str() >= "14.1" {
             first.push(
@@ -349,7 +367,11 @@ pub fn collection(sync_response: &Element) -> &Element {
 /// (command tag name, ServerId) of every server change in a collection.
 pub fn commands(c: &Element) -> Vec<(String, String)> {
     c.child(tag::air_sync::COMMANDS)
-        .map(|cmds| cmds.elements().map(|e| (e.tag.name().unwrap_or("?").to_string(), e.child_text(tag::air_sync::SERVER_ID).unwrap_or_default())).collect())
+        .map(|cmds| {
+            cmds.elements()
+                .map(|e| (e.tag.name().unwrap_or("?").to_string(), e.child_text(tag::air_sync::SERVER_ID).unwrap_or_default()))
+                .collect()
+        })
         .unwrap_or_default()
 }
 

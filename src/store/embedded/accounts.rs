@@ -2,9 +2,9 @@
 
 use std::sync::Arc;
 
+use argon2::Argon2;
 use argon2::password_hash::rand_core::OsRng;
 use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
-use argon2::Argon2;
 use rusqlite::{OptionalExtension, params};
 
 use super::EmbeddedStore;
@@ -74,17 +74,14 @@ impl EmbeddedStore {
         }
         let email = user.email.map(|e| e.trim().to_ascii_lowercase()).unwrap_or_else(|| login.clone());
         if !valid_address(&email) {
-            return Err(StoreError::Internal(format!(
-                "{email:?} is not an email address (give --email when the user name is not one)"
-            )));
+            return Err(StoreError::Internal(format!("{email:?} is not an email address (give --email when the user name is not one)")));
         }
         if user.password.is_empty() {
             return Err(StoreError::Internal("empty password".into()));
         }
         let password = user.password;
-        let hash = tokio::task::spawn_blocking(move || hash_password(&password))
-            .await
-            .map_err(|e| StoreError::Internal(e.to_string()))??;
+        let hash =
+            tokio::task::spawn_blocking(move || hash_password(&password)).await.map_err(|e| StoreError::Internal(e.to_string()))??;
         let display_name = user.display_name;
         let (l, e, d) = (login.clone(), email.clone(), display_name.clone());
         let created_at = now();
@@ -151,11 +148,10 @@ impl EmbeddedStore {
         self.inner
             .db
             .read(move |c| {
-                let (login, email, display_name): (String, String, Option<String>) = c.query_row(
-                    "SELECT login, email, display_name FROM accounts WHERE id = ?1",
-                    params![id],
-                    |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
-                )?;
+                let (login, email, display_name): (String, String, Option<String>) =
+                    c.query_row("SELECT login, email, display_name FROM accounts WHERE id = ?1", params![id], |r| {
+                        Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+                    })?;
                 let mut addresses = vec![email.clone()];
                 let mut stmt = c.prepare_cached("SELECT address FROM aliases WHERE account_id = ?1 ORDER BY address")?;
                 for a in stmt.query_map(params![id], |r| r.get::<_, String>(0))? {
@@ -199,9 +195,8 @@ impl EmbeddedStore {
         }
         let id = self.account_id(login).await?.ok_or(StoreError::UserNotFound)?;
         let password = password.to_string();
-        let hash = tokio::task::spawn_blocking(move || hash_password(&password))
-            .await
-            .map_err(|e| StoreError::Internal(e.to_string()))??;
+        let hash =
+            tokio::task::spawn_blocking(move || hash_password(&password)).await.map_err(|e| StoreError::Internal(e.to_string()))??;
         self.inner
             .db
             .write(move |tx| {

@@ -3,7 +3,7 @@
 
 use rusqlite::{OptionalExtension, params};
 
-use super::mailbox::{append_row, check_quota, insert_body};
+use super::mailbox::{NewMessage, append_row, check_quota, insert_body};
 use super::{EmbeddedStore, text};
 use crate::store::{ChangeKind, Flags, FolderId, Origin, StoreError, StoreResult, Uid};
 
@@ -68,15 +68,14 @@ impl EmbeddedStore {
                 };
                 let folder = match by_detail {
                     Some(f) => f,
-                    None => tx.query_row(
-                        "SELECT id FROM folders WHERE account_id = ?1 AND role = 'inbox'",
-                        params![account_id],
-                        |r| r.get(0),
-                    )?,
+                    None => {
+                        tx.query_row("SELECT id FROM folders WHERE account_id = ?1 AND role = 'inbox'", params![account_id], |r| r.get(0))?
+                    }
                 };
                 check_quota(tx, account_id, size)?;
                 let body = insert_body(tx, &raw, &indexed)?;
-                let uid = append_row(tx, account_id, folder, body, Flags::NONE, "", now, size)?;
+                let uid =
+                    append_row(tx, account_id, folder, NewMessage { body_id: body, flags: Flags::NONE, keywords: "", date: now, size })?;
                 Ok::<_, StoreError>((login, folder, uid))
             })
             .await?;

@@ -12,8 +12,8 @@ use rusqlite::{Connection, OptionalExtension, Transaction, params};
 
 use super::{Inner, text};
 use crate::store::{
-    ChangeKind, Flags, FlagChange, Folder, FolderId, FolderStatus, Mailbox, MessageState, ModSeq, Origin, Quota,
-    SearchHit, SearchQuery, SpecialUse, StoreError, StoreResult, Uid,
+    ChangeKind, FlagChange, Flags, Folder, FolderId, FolderStatus, Mailbox, MessageState, ModSeq, Origin, Quota, SearchHit, SearchQuery,
+    SpecialUse, StoreError, StoreResult, Uid,
 };
 
 /// Longest folder name component.
@@ -48,25 +48,20 @@ fn fid(id: i64) -> FolderId {
 
 /// Checks the folder belongs to the account.
 fn owned_folder(c: &Connection, account_id: i64, folder: i64) -> StoreResult<()> {
-    let found: Option<i64> = c
-        .query_row("SELECT id FROM folders WHERE id = ?1 AND account_id = ?2", params![folder, account_id], |r| r.get(0))
-        .optional()?;
+    let found: Option<i64> =
+        c.query_row("SELECT id FROM folders WHERE id = ?1 AND account_id = ?2", params![folder, account_id], |r| r.get(0)).optional()?;
     found.map(|_| ()).ok_or(StoreError::FolderNotFound)
 }
 
 fn status_of(c: &Connection, folder: i64) -> StoreResult<FolderStatus> {
-    Ok(c.query_row(
-        "SELECT uidvalidity, uidnext, messages, highest_modseq FROM folders WHERE id = ?1",
-        params![folder],
-        |r| {
-            Ok(FolderStatus {
-                uidvalidity: r.get::<_, i64>(0)? as u32,
-                uidnext: r.get::<_, i64>(1)? as u32,
-                messages: r.get::<_, i64>(2)? as u32,
-                highest_modseq: r.get::<_, i64>(3)? as u64,
-            })
-        },
-    )?)
+    Ok(c.query_row("SELECT uidvalidity, uidnext, messages, highest_modseq FROM folders WHERE id = ?1", params![folder], |r| {
+        Ok(FolderStatus {
+            uidvalidity: r.get::<_, i64>(0)? as u32,
+            uidnext: r.get::<_, i64>(1)? as u32,
+            messages: r.get::<_, i64>(2)? as u32,
+            highest_modseq: r.get::<_, i64>(3)? as u64,
+        })
+    })?)
 }
 
 fn keywords_text(k: &[String]) -> String {
@@ -129,7 +124,8 @@ fn expunge_rows(tx: &Transaction<'_>, account_id: i64, folder: i64, uids: &[Uid]
     let folder_name: String = tx.query_row("SELECT name FROM folders WHERE id = ?1", params![folder], |r| r.get(0))?;
     let mut existing = Vec::with_capacity(uids.len());
     {
-        let mut stmt = tx.prepare_cached("SELECT flags, keywords, internal_date, size, body_id FROM messages WHERE folder_id = ?1 AND uid = ?2")?;
+        let mut stmt =
+            tx.prepare_cached("SELECT flags, keywords, internal_date, size, body_id FROM messages WHERE folder_id = ?1 AND uid = ?2")?;
         for &uid in uids {
             if let Some(row) = stmt
                 .query_row(params![folder, uid], |r| {
@@ -164,9 +160,19 @@ fn expunge_rows(tx: &Transaction<'_>, account_id: i64, folder: i64, uids: &[Uid]
     Ok(freed)
 }
 
+/// A stored body and the attributes of the message to create from it.
+pub(super) struct NewMessage<'a> {
+    pub body_id: i64,
+    pub flags: Flags,
+    pub keywords: &'a str,
+    pub date: i64,
+    pub size: u64,
+}
+
 /// Appends a stored body as a new message; returns its UID. Quota and size were checked by
 /// the caller.
-pub(super) fn append_row(tx: &Transaction<'_>, account_id: i64, folder: i64, body_id: i64, flags: Flags, keywords: &str, date: i64, size: u64) -> StoreResult<Uid> {
+pub(super) fn append_row(tx: &Transaction<'_>, account_id: i64, folder: i64, m: NewMessage<'_>) -> StoreResult<Uid> {
+    let NewMessage { body_id, flags, keywords, date, size } = m;
     let (uid, modseq): (i64, i64) = tx.query_row(
         "UPDATE folders SET uidnext = uidnext + 1, highest_modseq = highest_modseq + 1, messages = messages + 1
          WHERE id = ?1 RETURNING uidnext - 1, highest_modseq",
@@ -305,7 +311,13 @@ impl Mailbox for EmbeddedMailbox {
             .await?
     }
 
-    async fn messages_below(&self, folder: &FolderId, below: Uid, received_since: Option<i64>, limit: usize) -> StoreResult<Vec<MessageState>> {
+    async fn messages_below(
+        &self,
+        folder: &FolderId,
+        below: Uid,
+        received_since: Option<i64>,
+        limit: usize,
+    ) -> StoreResult<Vec<MessageState>> {
         let (account_id, folder) = (self.account_id, folder_key(folder)?);
         self.inner
             .db
@@ -415,7 +427,7 @@ impl Mailbox for EmbeddedMailbox {
                 owned_folder(tx, account_id, folder_id)?;
                 check_quota(tx, account_id, size)?;
                 let body = insert_body(tx, &raw, &indexed)?;
-                append_row(tx, account_id, folder_id, body, flags, "", date, size)
+                append_row(tx, account_id, folder_id, NewMessage { body_id: body, flags, keywords: "", date, size })
             })
             .await?;
         self.publish(folder_id, ChangeKind::MessageNew);
@@ -723,16 +735,27 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = EmbeddedStore::open(dir.path(), EmbeddedSettings { max_message_bytes: 1000, ..Default::default() }).unwrap();
         store
-            .add_user(crate::store::embedded::NewUser { login: "alice".into(), email: Some("alice@example.test".into()), display_name: None, password: "pw".into() })
+            .add_user(crate::store::embedded::NewUser {
+                login: "alice".into(),
+                email: Some("alice@example.test".into()),
+                display_name: None,
+                password: "pw".into(),
+            })
             .await
             .unwrap();
         let account = store.find_account("alice").await.unwrap().unwrap();
         let mb = store.mailbox(&account, Origin::Server).await.unwrap();
         let inbox = mb.folders().await.unwrap().into_iter().find(|f| f.role == Some(SpecialUse::Inbox)).unwrap().id;
-        assert!(matches!(mb.append(&inbox, &[b'x'; 1001], Flags::NONE, None).await, Err(StoreError::MessageTooLarge { size: 1001, limit: 1000 })));
+        assert!(matches!(
+            mb.append(&inbox, &[b'x'; 1001], Flags::NONE, None).await,
+            Err(StoreError::MessageTooLarge { size: 1001, limit: 1000 })
+        ));
         store.set_quota("alice", Some(1500)).await.unwrap();
         mb.append(&inbox, &[b'x'; 1000], Flags::NONE, None).await.unwrap();
-        assert!(matches!(mb.append(&inbox, &[b'x'; 600], Flags::NONE, None).await, Err(StoreError::QuotaExceeded { used: 1000, limit: 1500 })));
+        assert!(matches!(
+            mb.append(&inbox, &[b'x'; 600], Flags::NONE, None).await,
+            Err(StoreError::QuotaExceeded { used: 1000, limit: 1500 })
+        ));
         assert!(matches!(store.deliver("alice@example.test", &[b'x'; 600]).await, Err(StoreError::QuotaExceeded { .. })));
         assert!(matches!(store.deliver("nobody@example.test", b"x").await, Err(StoreError::UserNotFound)));
         let q = mb.quota().await.unwrap();

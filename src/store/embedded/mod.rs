@@ -26,8 +26,8 @@ use crate::sqlite::{Db, DbError};
 
 pub use accounts::{NewUser, UserSummary};
 pub use delivery::Delivered;
-pub use retention::RestoreReport;
 pub use mailbox::EmbeddedMailbox;
+pub use retention::RestoreReport;
 
 /// Settings of the embedded store.
 #[derive(Debug, Clone)]

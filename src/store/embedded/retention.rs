@@ -2,7 +2,7 @@
 
 use rusqlite::params;
 
-use super::mailbox::append_row;
+use super::mailbox::{NewMessage, append_row};
 use super::{EmbeddedStore, text};
 use crate::store::{ChangeKind, Flags, Origin, StoreError, StoreResult};
 
@@ -23,11 +23,8 @@ impl EmbeddedStore {
             .inner
             .db
             .write(move |tx| {
-                let inbox: i64 = tx.query_row(
-                    "SELECT id FROM folders WHERE account_id = ?1 AND role = 'inbox'",
-                    params![account_id],
-                    |r| r.get(0),
-                )?;
+                let inbox: i64 =
+                    tx.query_row("SELECT id FROM folders WHERE account_id = ?1 AND role = 'inbox'", params![account_id], |r| r.get(0))?;
                 let rows: Vec<(i64, i64, i64, String, i64, i64, i64)> = {
                     let mut stmt = tx.prepare(
                         "SELECT r.id, coalesce(f.id, ?3), r.flags, r.keywords, r.internal_date, r.size, r.body_id
@@ -42,7 +39,14 @@ impl EmbeddedStore {
                 let mut touched = Vec::new();
                 for (id, folder, flags, keywords, date, size, body) in rows {
                     // Restored mail is not counted against quota refusal: the admin asked for it.
-                    append_row(tx, account_id, folder, body, Flags(flags as u8).without(Flags::DELETED), &keywords, date, size as u64)?;
+                    let restored = NewMessage {
+                        body_id: body,
+                        flags: Flags(flags as u8).without(Flags::DELETED),
+                        keywords: &keywords,
+                        date,
+                        size: size as u64,
+                    };
+                    append_row(tx, account_id, folder, restored)?;
                     tx.execute("DELETE FROM retained WHERE id = ?1", params![id])?;
                     touched.push(folder);
                 }
@@ -105,7 +109,9 @@ impl EmbeddedStore {
         Ok(self
             .inner
             .db
-            .read(move |c| Ok(c.query_row("SELECT count(*) FROM retained WHERE account_id = ?1", params![account_id], |r| r.get::<_, i64>(0))?))
+            .read(move |c| {
+                Ok(c.query_row("SELECT count(*) FROM retained WHERE account_id = ?1", params![account_id], |r| r.get::<_, i64>(0))?)
+            })
             .await? as u64)
     }
 }
