@@ -131,7 +131,7 @@ async fn run(
     };
 
     let mut ctx = Ctx { app, line, account, device, mailbox: OnceCell::new() };
-    let request = Request { document, raw: if raw_mime { Some(body) } else { None } };
+    let request = Request { document, raw: raw_mime.then_some(body) };
     super::run_command(&mut ctx, request).await
 }
 

@@ -56,7 +56,10 @@ fn parameters(doc: Option<&Element>, cached: Option<&PingCache>) -> Result<Optio
 }
 
 pub async fn handle(ctx: &mut Ctx<'_>, request: Request) -> Result<CommandResponse, EasError> {
-    let Some(params) = parameters(request.document.as_ref(), ctx.device.ping.as_ref())? else {
+    let parsed = parameters(request.document.as_ref(), ctx.device.ping.as_ref())?;
+    // The request tree is not needed while waiting.
+    drop(request);
+    let Some(params) = parsed else {
         ctx.app.metrics.ping_outcome("missing-parameters");
         return Ok(CommandResponse::Wbxml(response(PingStatus::MissingParameters)));
     };
