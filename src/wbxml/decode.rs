@@ -1,9 +1,10 @@
 //! WBXML bytes → [`Element`] tree.
 //!
-//! Iterative (no recursion), and bounded by [`Limits`] in depth, element count and string
-//! sizes, so that any byte string yields either a tree or a [`DecodeError`] in time linear in
-//! its length. Tolerates what other encoders emit: any WBXML version byte, a public identifier
-//! given as a string-table reference, a string table, and `STR_T` text.
+//! Iterative (no recursion), and bounded by [`Limits`] in depth, element count, string sizes
+//! and total content, so that any byte string yields either a tree or a [`DecodeError`] in time
+//! and memory linear in its length (string-table references cannot multiply the input).
+//! Tolerates what other encoders emit: any WBXML version byte, a public identifier given as a
+//! string-table reference, a string table, and `STR_T` text.
 
 use super::{Element, Node, PAGES, Tag};
 
@@ -18,18 +19,25 @@ pub struct Limits {
     pub max_string_len: usize,
     /// Longest string table, in bytes.
     pub max_string_table_len: usize,
+    /// Most bytes of text and opaque data in one document, counted after string-table
+    /// references are expanded. Without it a string-table reference (two bytes) could stand
+    /// for the whole table again and again, and a small document could decode to gigabytes.
+    pub max_content_len: usize,
 }
 
 impl Limits {
     /// Depth 32 covers every ActiveSync request (the deepest, Sync with nested
     /// ApplicationData, is about 10 levels); 50,000 elements covers a Sync that changes a few
-    /// thousand items; strings up to `max_body` (the HTTP body limit).
+    /// thousand items; strings up to `max_body` (the HTTP body limit); content up to twice
+    /// `max_body` (a document without string-table references never holds more content than
+    /// its own length, which leaves room for honest string-table compression).
     pub const fn for_body_limit(max_body: usize) -> Self {
         Limits {
             max_depth: 32,
             max_elements: 50_000,
             max_string_len: max_body,
             max_string_table_len: 64 * 1024,
+            max_content_len: max_body.saturating_mul(2),
         }
     }
 }
@@ -74,6 +82,8 @@ pub enum DecodeError {
     TooManyElements(usize),
     #[error("a string or opaque block is longer than {0} bytes")]
     StringTooLong(usize),
+    #[error("the document holds more than {0} bytes of text and opaque data")]
+    ContentTooLong(usize),
 }
 
 /// Decodes with default limits.
@@ -109,6 +119,7 @@ pub fn decode_with(bytes: &[u8], limits: &Limits) -> Result<Element, DecodeError
     let mut stack: Vec<Element> = Vec::new();
     let mut root: Option<Element> = None;
     let mut elements = 0usize;
+    let mut content = Content { used: 0, max: limits.max_content_len };
 
     while r.pos < bytes.len() {
         if root.is_some() {
@@ -135,9 +146,12 @@ pub fn decode_with(bytes: &[u8], limits: &Limits) -> Result<Element, DecodeError
             }
             0x02 => {
                 // ENTITY: a character by code point.
+                // NUL is not a character a document may hold (inline strings cannot carry it,
+                // so a tree holding one would not survive re-encoding).
                 let cp = r.mb_u32()?;
-                let c = char::from_u32(cp).ok_or(DecodeError::InvalidEntity(cp))?;
+                let c = char::from_u32(cp).filter(|&c| c != '\0').ok_or(DecodeError::InvalidEntity(cp))?;
                 let parent = stack.last_mut().ok_or(DecodeError::ContentOutsideElement(at))?;
+                content.charge(c.len_utf8())?;
                 parent.push_text(c.to_string());
             }
             0x03 => {
@@ -145,6 +159,7 @@ pub fn decode_with(bytes: &[u8], limits: &Limits) -> Result<Element, DecodeError
                 let s = r.terminated(limits.max_string_len)?;
                 let text = std::str::from_utf8(s).map_err(|_| DecodeError::InvalidUtf8(at))?;
                 let parent = stack.last_mut().ok_or(DecodeError::ContentOutsideElement(at))?;
+                content.charge(text.len())?;
                 parent.push_text(text);
             }
             0x83 => {
@@ -156,9 +171,12 @@ pub fn decode_with(bytes: &[u8], limits: &Limits) -> Result<Element, DecodeError
                 }
                 let rest = &string_table[start..];
                 let end = rest.iter().position(|&b| b == 0).unwrap_or(rest.len());
-                let text =
-                    std::str::from_utf8(&rest[..end]).map_err(|_| DecodeError::InvalidUtf8(at))?;
+                if end > limits.max_string_len {
+                    return Err(DecodeError::StringTooLong(limits.max_string_len));
+                }
+                let text = std::str::from_utf8(&rest[..end]).map_err(|_| DecodeError::InvalidUtf8(at))?;
                 let parent = stack.last_mut().ok_or(DecodeError::ContentOutsideElement(at))?;
+                content.charge(text.len())?;
                 parent.push_text(text);
             }
             0xC3 => {
@@ -169,6 +187,7 @@ pub fn decode_with(bytes: &[u8], limits: &Limits) -> Result<Element, DecodeError
                 }
                 let data = r.take(len)?;
                 let parent = stack.last_mut().ok_or(DecodeError::ContentOutsideElement(at))?;
+                content.charge(data.len())?;
                 if !data.is_empty() {
                     parent.children.push(Node::Opaque(data.to_vec()));
                 }
@@ -189,11 +208,12 @@ pub fn decode_with(bytes: &[u8], limits: &Limits) -> Result<Element, DecodeError
                 if elements > limits.max_elements {
                     return Err(DecodeError::TooManyElements(limits.max_elements));
                 }
+                // The new element sits at depth `stack.len() + 1`, with or without content.
+                if stack.len() >= limits.max_depth {
+                    return Err(DecodeError::TooDeep(limits.max_depth));
+                }
                 let element = Element::new(Tag::new(page, id));
                 if token & 0x40 != 0 {
-                    if stack.len() >= limits.max_depth {
-                        return Err(DecodeError::TooDeep(limits.max_depth));
-                    }
                     stack.push(element);
                 } else {
                     match stack.last_mut() {
@@ -209,6 +229,22 @@ pub fn decode_with(bytes: &[u8], limits: &Limits) -> Result<Element, DecodeError
         return Err(DecodeError::UnexpectedEnd(bytes.len()));
     }
     root.ok_or(DecodeError::NoRootElement)
+}
+
+/// The document's content budget: bytes of text and opaque data decoded so far.
+struct Content {
+    used: usize,
+    max: usize,
+}
+
+impl Content {
+    fn charge(&mut self, len: usize) -> Result<(), DecodeError> {
+        self.used = self.used.saturating_add(len);
+        if self.used > self.max {
+            return Err(DecodeError::ContentTooLong(self.max));
+        }
+        Ok(())
+    }
 }
 
 struct Reader<'a> {
@@ -312,6 +348,58 @@ mod tests {
         // An opaque length far past the end is an early end, not an allocation.
         let doc = [0x03, 0x01, 0x6A, 0x00, 0x45, 0xC3, 0x8F, 0xFF, 0xFF, 0x7F, 0x01];
         assert!(decode(&doc).is_err());
+    }
+
+    #[test]
+    fn string_table_references_cannot_multiply_the_input() {
+        // A 4 KiB table string referenced 1,000 times: 2 KiB of references would expand to
+        // 4 MiB of text. The content budget stops it; an honest amount of sharing passes.
+        let table = [vec![b'A'; 4095], vec![0]].concat();
+        let mut doc = vec![0x03, 0x01, 0x6A, 0xA0, 0x00];
+        doc.extend_from_slice(&table);
+        doc.push(0x45);
+        doc.extend(std::iter::repeat_n([0x83u8, 0x00], 1000).flatten());
+        doc.push(0x01);
+        let limits = Limits::for_body_limit(64 * 1024);
+        assert_eq!(decode_with(&doc, &limits), Err(DecodeError::ContentTooLong(128 * 1024)));
+        let small = Limits { max_content_len: 3 * 4095, ..limits };
+        let mut three = doc[..5 + table.len() + 1].to_vec();
+        three.extend_from_slice(&[0x83, 0x00, 0x83, 0x00, 0x83, 0x00, 0x01]);
+        assert_eq!(decode_with(&three, &small).unwrap().text_content().map(|t| t.len()), Some(3 * 4095));
+        // A table string longer than `max_string_len` is refused like an inline one.
+        let short = Limits { max_string_len: 100, ..limits };
+        assert_eq!(decode_with(&three, &short), Err(DecodeError::StringTooLong(100)));
+    }
+
+    #[test]
+    fn inline_and_opaque_content_count_against_the_budget() {
+        let limits = Limits { max_content_len: 4, ..Limits::default() };
+        let doc = [0x03, 0x01, 0x6A, 0x00, 0x45, 0x03, b'a', b'b', 0x00, 0xC3, 0x03, 1, 2, 3, 0x01];
+        assert_eq!(decode_with(&doc, &limits), Err(DecodeError::ContentTooLong(4)));
+        let limits = Limits { max_content_len: 5, ..limits };
+        assert!(decode_with(&doc, &limits).is_ok());
+    }
+
+    #[test]
+    fn the_depth_limit_counts_empty_elements_too() {
+        // Sync > Collections > Collection (empty): three levels.
+        let doc = [0x03, 0x01, 0x6A, 0x00, 0x45, 0x5C, 0x0F, 0x01, 0x01];
+        let two = Limits { max_depth: 2, ..Limits::default() };
+        assert_eq!(decode_with(&doc, &two), Err(DecodeError::TooDeep(2)));
+        let three = Limits { max_depth: 3, ..Limits::default() };
+        assert!(decode_with(&doc, &three).is_ok());
+        // An empty root is at depth 1.
+        let zero = Limits { max_depth: 0, ..Limits::default() };
+        assert_eq!(decode_with(&[0x03, 0x01, 0x6A, 0x00, 0x05], &zero), Err(DecodeError::TooDeep(0)));
+    }
+
+    #[test]
+    fn a_nul_entity_is_refused() {
+        // Text holding NUL could not be re-encoded (inline strings end at NUL).
+        let doc = [0x03, 0x01, 0x6A, 0x00, 0x45, 0x02, 0x00, 0x01];
+        assert_eq!(decode(&doc), Err(DecodeError::InvalidEntity(0)));
+        let doc = [0x03, 0x01, 0x6A, 0x00, 0x45, 0x02, 0x41, 0x01];
+        assert_eq!(decode(&doc).unwrap().text_content().as_deref(), Some("A"));
     }
 
     #[test]

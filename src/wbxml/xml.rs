@@ -234,11 +234,12 @@ fn close(mut open: Open, stack: &mut [Open], root: &mut Option<Element>) -> Resu
     Ok(())
 }
 
+/// The page a namespace names: its exact `xmlns`, else its page name with or without the
+/// colon, in any letter case (libwbxml writes the GAL page as `Gal:`; the spec's schemas write
+/// `GAL`). Page names differ from one another in more than case, so this is unambiguous.
 fn page_for_namespace(uri: &str) -> Option<&'static PageDef> {
-    PAGES
-        .iter()
-        .find(|p| p.xmlns == uri)
-        .or_else(|| PAGES.iter().find(|p| p.name == uri.trim_end_matches(':')))
+    let name = uri.trim_end_matches(':');
+    PAGES.iter().find(|p| p.xmlns == uri).or_else(|| PAGES.iter().find(|p| p.name.eq_ignore_ascii_case(name)))
 }
 
 fn open_element(start: &quick_xml::events::BytesStart<'_>, stack: &[Open], at: u64) -> Result<Open, XmlError> {
@@ -283,9 +284,9 @@ fn open_element(start: &quick_xml::events::BytesStart<'_>, stack: &[Open], at: u
                 .or_else(|| PAGES.iter().find(|p| p.name == prefix).map(|p| p.number))
                 .ok_or_else(|| XmlError::UnknownNamespace(full.clone()))?
         }
-        None => default_page
-            .or_else(|| stack.last().map(|o| o.element.tag.page()))
-            .ok_or_else(|| XmlError::UnknownNamespace(full.clone()))?,
+        None => {
+            default_page.or_else(|| stack.last().map(|o| o.element.tag.page())).ok_or_else(|| XmlError::UnknownNamespace(full.clone()))?
+        }
     };
     let tag = tag_by_local_name(page, &local).ok_or(XmlError::UnknownElement(full))?;
     Ok(Open { element: Element::new(tag), default_page, prefixes, opaque, text: String::new() })
@@ -313,9 +314,10 @@ mod tests {
                 Element::new(tag::air_sync::COLLECTION)
                     .with_text(tag::air_sync::SYNC_KEY, "0")
                     .with_text(tag::air_sync::COLLECTION_ID, "5 & <6>")
-                    .with(Element::new(tag::air_sync::OPTIONS).with(
-                        Element::new(tag::air_sync_base::BODY_PREFERENCE).with_text(tag::air_sync_base::TYPE, "2"),
-                    ))
+                    .with(
+                        Element::new(tag::air_sync::OPTIONS)
+                            .with(Element::new(tag::air_sync_base::BODY_PREFERENCE).with_text(tag::air_sync_base::TYPE, "2")),
+                    )
                     .with(Element::opaque(tag::air_sync::MIME_SUPPORT, vec![0, 159, 146, 150])),
             ),
         )
@@ -347,6 +349,18 @@ mod tests {
         assert_eq!(collection.child_text(tag::air_sync::SYNC_KEY).as_deref(), Some("0"));
         let pref = collection.child(tag::air_sync::OPTIONS).and_then(|o| o.child(tag::air_sync_base::BODY_PREFERENCE)).unwrap();
         assert_eq!(pref.child_text(tag::air_sync_base::TYPE).as_deref(), Some("2"));
+    }
+
+    #[test]
+    fn reads_namespaces_in_any_letter_case() {
+        // libwbxml prints the GAL page's namespace as "Gal:".
+        let xml = r#"<Search xmlns="Search:"><Response><DisplayName xmlns="Gal:">x</DisplayName></Response></Search>"#;
+        let tree = from_xml(xml).unwrap();
+        let name = tree.child(tag::search::RESPONSE).and_then(|r| r.child(tag::gal::DISPLAY_NAME));
+        assert_eq!(name.and_then(Element::text_content).as_deref(), Some("x"));
+        assert_eq!(from_xml(r#"<g:DisplayName xmlns:g="gal"/>"#).unwrap().tag, tag::gal::DISPLAY_NAME);
+        let names: std::collections::HashSet<String> = PAGES.iter().map(|p| p.name.to_ascii_lowercase()).collect();
+        assert_eq!(names.len(), PAGES.len(), "page names must differ in more than case");
     }
 
     #[test]
