@@ -14,7 +14,7 @@ use super::status::SyncStatus;
 use super::{ProtocolVersion, compose};
 use crate::push::Wake;
 use crate::store::{Flags, FolderId, SpecialUse, StoreError};
-use crate::sync::{ClientOp, ClientOpResult, DeltaOptions, ServerChange, SyncError, filter_cutoff};
+use crate::sync::{ClientOp, ClientOpResult, CollectionSyncRequest, DeltaOptions, ServerChange, SyncError, filter_cutoff};
 use crate::wbxml::{self, Element, tag};
 
 /// The Options a device gave a collection, remembered for requests that omit them.
@@ -461,7 +461,19 @@ async fn run_collection(
     let mut sync = match ctx
         .app
         .engine
-        .begin_collection(mailbox.as_ref(), ctx.device.pk, &c.collection_id, &folder.id, &sync_key, &delta, get_changes, ops, options_json)
+        .begin_collection(
+            mailbox.as_ref(),
+            CollectionSyncRequest {
+                device: ctx.device.pk,
+                collection: &c.collection_id,
+                folder: &folder.id,
+                sync_key: &sync_key,
+                options: delta,
+                get_changes,
+                client_ops: ops,
+                client_options: options_json,
+            },
+        )
         .await
     {
         Ok(s) => s,

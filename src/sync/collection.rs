@@ -362,20 +362,28 @@ impl CollectionSync {
     }
 }
 
+/// What one collection's Sync asks of the engine.
+#[derive(Debug, Clone)]
+pub struct CollectionSyncRequest<'a> {
+    pub device: DevicePk,
+    pub collection: &'a str,
+    pub folder: &'a FolderId,
+    pub sync_key: &'a str,
+    pub options: DeltaOptions,
+    pub get_changes: bool,
+    pub client_ops: Vec<ClientOp>,
+    /// The device's Options (protocol-layer JSON), stored when given.
+    pub client_options: Option<String>,
+}
+
 /// Starts, or continues, the sync of one collection.
-#[allow(clippy::too_many_arguments)]
 pub(super) async fn begin(
     mailbox: &dyn Mailbox,
     state_store: &dyn StateStore,
-    device: DevicePk,
-    collection: &str,
-    folder: &FolderId,
-    sync_key: &str,
-    opts: &DeltaOptions,
-    get_changes: bool,
-    client_ops: Vec<ClientOp>,
-    client_options: Option<String>,
+    req: CollectionSyncRequest<'_>,
 ) -> Result<CollectionSync, SyncError> {
+    let CollectionSyncRequest { device, collection, folder, sync_key, options, get_changes, client_ops, client_options } = req;
+    let opts = &options;
     let status = mailbox.status(folder).await.map_err(|e| match e {
         StoreError::FolderNotFound => SyncError::FolderNotFound,
         e => SyncError::Store(e),

@@ -14,7 +14,7 @@ use std::sync::Arc;
 
 use dashmap::DashMap;
 
-pub use collection::{ClientOp, ClientOpResult, CollectionSync, DeltaOptions, ServerChange};
+pub use collection::{ClientOp, ClientOpResult, CollectionSync, CollectionSyncRequest, DeltaOptions, ServerChange};
 pub use hierarchy::HierarchyDelta;
 
 use crate::state::{DevicePk, StateError, StateStore};
@@ -105,21 +105,8 @@ impl SyncEngine {
     }
 
     /// Starts a collection sync (the caller holds the device lock until it commits).
-    #[allow(clippy::too_many_arguments)]
-    pub async fn begin_collection(
-        &self,
-        mailbox: &dyn Mailbox,
-        device: DevicePk,
-        collection: &str,
-        folder: &FolderId,
-        sync_key: &str,
-        opts: &DeltaOptions,
-        get_changes: bool,
-        client_ops: Vec<ClientOp>,
-        client_options: Option<String>,
-    ) -> Result<CollectionSync, SyncError> {
-        collection::begin(mailbox, self.state.as_ref(), device, collection, folder, sync_key, opts, get_changes, client_ops, client_options)
-            .await
+    pub async fn begin_collection(&self, mailbox: &dyn Mailbox, request: CollectionSyncRequest<'_>) -> Result<CollectionSync, SyncError> {
+        collection::begin(mailbox, self.state.as_ref(), request).await
     }
 
     /// GetItemEstimate: `None` when the collection was never synced.

@@ -74,7 +74,23 @@ impl Fixture {
     async fn phone(&self, id: &str) -> Phone {
         let dev = self.engine.state().touch_device("alice", id, "test", "16.1", None).await.unwrap();
         let mb = self.mailbox(Origin::Server).await;
-        let s = self.engine.begin_collection(mb.as_ref(), dev.pk, "1", &self.inbox, "0", &ALL, false, vec![], None).await.unwrap();
+        let s = self
+            .engine
+            .begin_collection(
+                mb.as_ref(),
+                CollectionSyncRequest {
+                    device: dev.pk,
+                    collection: "1",
+                    folder: &self.inbox,
+                    sync_key: "0",
+                    options: ALL,
+                    get_changes: false,
+                    client_ops: vec![],
+                    client_options: None,
+                },
+            )
+            .await
+            .unwrap();
         let key = s.commit(self.engine.state()).await.unwrap();
         Phone { pk: dev.pk, key, held: BTreeMap::new() }
     }
@@ -82,7 +98,23 @@ impl Fixture {
     /// One Sync round: returns the changes, applies them unless `lose_response`.
     async fn sync(&self, phone: &mut Phone, opts: DeltaOptions, ops: Vec<ClientOp>, lose_response: bool) -> (Vec<ServerChange>, bool) {
         let mb = self.mailbox(Origin::Device(format!("dev{}", phone.pk).into())).await;
-        let s = self.engine.begin_collection(mb.as_ref(), phone.pk, "1", &self.inbox, &phone.key, &opts, true, ops, None).await.unwrap();
+        let s = self
+            .engine
+            .begin_collection(
+                mb.as_ref(),
+                CollectionSyncRequest {
+                    device: phone.pk,
+                    collection: "1",
+                    folder: &self.inbox,
+                    sync_key: &phone.key,
+                    options: opts,
+                    get_changes: true,
+                    client_ops: ops,
+                    client_options: None,
+                },
+            )
+            .await
+            .unwrap();
         let (changes, more) = (s.changes.clone(), s.more_available);
         let key = s.commit(self.engine.state()).await.unwrap();
         if !lose_response {
@@ -218,11 +250,42 @@ async fn retried_client_adds_are_not_appended_twice() {
     let mut phone = fx.phone("A").await;
     let add = ClientOp::Add { client_id: "c1".into(), raw: message(9), flags: Flags::DRAFT };
     let mb = fx.mailbox(Origin::Device("A".into())).await;
-    let s =
-        fx.engine.begin_collection(mb.as_ref(), phone.pk, "1", &fx.inbox, &phone.key, &ALL, true, vec![add.clone()], None).await.unwrap();
+    let s = fx
+        .engine
+        .begin_collection(
+            mb.as_ref(),
+            CollectionSyncRequest {
+                device: phone.pk,
+                collection: "1",
+                folder: &fx.inbox,
+                sync_key: &phone.key,
+                options: ALL,
+                get_changes: true,
+                client_ops: vec![add.clone()],
+                client_options: None,
+            },
+        )
+        .await
+        .unwrap();
     let first = s.results.clone();
     s.commit(fx.engine.state()).await.unwrap(); // response lost
-    let s = fx.engine.begin_collection(mb.as_ref(), phone.pk, "1", &fx.inbox, &phone.key, &ALL, true, vec![add], None).await.unwrap();
+    let s = fx
+        .engine
+        .begin_collection(
+            mb.as_ref(),
+            CollectionSyncRequest {
+                device: phone.pk,
+                collection: "1",
+                folder: &fx.inbox,
+                sync_key: &phone.key,
+                options: ALL,
+                get_changes: true,
+                client_ops: vec![add],
+                client_options: None,
+            },
+        )
+        .await
+        .unwrap();
     assert_eq!(s.results, first);
     phone.key = s.commit(fx.engine.state()).await.unwrap();
     assert_eq!(mb.status(&fx.inbox).await.unwrap().messages, 1);
@@ -237,7 +300,22 @@ async fn unknown_keys_and_estimates() {
     let mb = fx.mailbox(Origin::Server).await;
     let dev = fx.engine.state().touch_device("alice", "Z", "t", "16.1", None).await.unwrap();
     assert_eq!(fx.engine.estimate(mb.as_ref(), dev.pk, "1", &ALL).await.unwrap(), None);
-    let r = fx.engine.begin_collection(mb.as_ref(), dev.pk, "1", &fx.inbox, "{00000000}1", &ALL, true, vec![], None).await;
+    let r = fx
+        .engine
+        .begin_collection(
+            mb.as_ref(),
+            CollectionSyncRequest {
+                device: dev.pk,
+                collection: "1",
+                folder: &fx.inbox,
+                sync_key: "{00000000}1",
+                options: ALL,
+                get_changes: true,
+                client_ops: vec![],
+                client_options: None,
+            },
+        )
+        .await;
     assert!(matches!(r, Err(SyncError::InvalidSyncKey)));
 
     let mut phone = fx.phone("A").await;
@@ -250,7 +328,22 @@ async fn unknown_keys_and_estimates() {
     assert!(!fx.engine.has_changes(mb.as_ref(), phone.pk, "1", &ALL).await.unwrap());
     mb.set_flags(&fx.inbox, &[3], &FlagChange { add: Flags::FLAGGED, ..Default::default() }).await.unwrap();
     assert_eq!(fx.engine.estimate(mb.as_ref(), phone.pk, "1", &ALL).await.unwrap(), Some(1));
-    let garbage = fx.engine.begin_collection(mb.as_ref(), phone.pk, "1", &fx.inbox, "garbage", &ALL, true, vec![], None).await;
+    let garbage = fx
+        .engine
+        .begin_collection(
+            mb.as_ref(),
+            CollectionSyncRequest {
+                device: phone.pk,
+                collection: "1",
+                folder: &fx.inbox,
+                sync_key: "garbage",
+                options: ALL,
+                get_changes: true,
+                client_ops: vec![],
+                client_options: None,
+            },
+        )
+        .await;
     assert!(matches!(garbage, Err(SyncError::InvalidSyncKey)));
 }
 
