@@ -18,7 +18,7 @@ pub use collection::{ClientOp, ClientOpResult, CollectionSync, CollectionSyncReq
 pub use hierarchy::HierarchyDelta;
 
 use crate::state::{DevicePk, StateError, StateStore};
-use crate::store::{FolderId, Mailbox, StoreError};
+use crate::store::{Mailbox, StoreError};
 
 #[derive(Debug, thiserror::Error)]
 pub enum SyncError {
