@@ -19,6 +19,7 @@ use crate::server::auth::AuthCache;
 use crate::state::sqlite::SqliteState;
 use crate::state::{SharedState, StateError};
 use crate::store::embedded::{EmbeddedSettings, EmbeddedStore};
+use crate::store::imap::ImapStore;
 use crate::store::{SharedStore, StoreError};
 use crate::sync::SyncEngine;
 
@@ -41,6 +42,8 @@ pub struct App {
     pub store: SharedStore,
     /// The embedded store when it is the backend (account administration, local delivery).
     pub embedded: Option<EmbeddedStore>,
+    /// The IMAP store when it is the backend (the push webhook rings its watchers).
+    pub imap: Option<ImapStore>,
     pub state: SharedState,
     /// Administrative decisions: entitlement, policies, rules, audit, usage.
     pub admin: Arc<dyn AdminStore>,
@@ -61,13 +64,17 @@ impl App {
             .map_err(|source| AppError::DataDir { path: config.data_dir.display().to_string(), source })?;
         let metrics = Arc::new(Metrics::new());
         let shutdown = CancellationToken::new();
-        let (store, embedded): (SharedStore, Option<EmbeddedStore>) = if config.store == "embedded" {
+        let (store, embedded, imap): (SharedStore, Option<EmbeddedStore>, Option<ImapStore>) = if config.store == "embedded" {
             let settings = EmbeddedSettings {
                 max_message_bytes: config.mail.max_message_bytes,
                 retention: Duration::from_secs(config.mail.retention_days * 86_400),
             };
             let e = EmbeddedStore::open(&config.data_dir, settings)?;
-            (Arc::new(e.clone()), Some(e))
+            (Arc::new(e.clone()), Some(e), None)
+        } else if config.store.starts_with("imap://") || config.store.starts_with("imaps://") {
+            let webhook = config.webhook.listen.is_some();
+            let i = ImapStore::from_config_with_webhook(&config.store, &config.imap, config.mail.max_message_bytes, webhook)?;
+            (Arc::new(i.clone()), None, Some(i))
         } else {
             return Err(AppError::UnsupportedStore(config.store.clone()));
         };
@@ -77,6 +84,7 @@ impl App {
         let engine = SyncEngine::new(state.clone());
         let hub = PushHub::new(store.clone(), metrics.clone(), Duration::from_secs(config.ping.hub_grace_secs), shutdown.clone());
         let auth = AuthCache::new(Duration::from_secs(config.auth.cache_ttl_secs));
-        Ok(Arc::new(App { config, store, embedded, state, admin, usage: UsageRecorder::default(), engine, hub, auth, metrics, shutdown }))
+        let usage = UsageRecorder::default();
+        Ok(Arc::new(App { config, store, embedded, imap, state, admin, usage, engine, hub, auth, metrics, shutdown }))
     }
 }

@@ -8,6 +8,7 @@ pub mod http;
 pub mod listener;
 pub mod runtime;
 pub mod tls;
+pub mod webhook;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -57,6 +58,9 @@ impl RunningServer {
         }
         if let Some(store) = &self.app.embedded {
             store.close_feeds();
+        }
+        if let Some(store) = &self.app.imap {
+            store.close();
         }
         runtime::clear_info(&self.app.config.data_dir);
     }
@@ -124,6 +128,16 @@ pub async fn start(app: Arc<App>) -> Result<RunningServer, ServerError> {
         let lmtp = listener::bind(addr, "LMTP").await?;
         info.lmtp_listen = Some(lmtp.local_addr()?);
         tasks.push(tokio::spawn(crate::delivery::lmtp::serve(app.clone(), store, lmtp)));
+    }
+    if let Some(addr) = config.webhook.listen {
+        match (app.imap.clone(), config.webhook.secret.clone()) {
+            (Some(store), Some(secret)) => {
+                let hook = listener::bind(addr, "push webhook").await?;
+                info.webhook_listen = Some(hook.local_addr()?);
+                tasks.push(tokio::spawn(webhook::serve(store, hook, secret, app.shutdown.clone())));
+            }
+            _ => tracing::warn!("webhook.listen is set but the store is not IMAP (or no secret): the webhook is off"),
+        }
     }
     tasks.push(tokio::spawn(housekeeping(app.clone())));
 

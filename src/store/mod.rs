@@ -9,6 +9,7 @@
 
 pub mod embedded;
 pub mod feed;
+pub mod imap;
 
 use std::sync::Arc;
 

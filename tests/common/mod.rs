@@ -378,3 +378,23 @@ pub fn commands(c: &Element) -> Vec<(String, String)> {
 pub fn text_of(e: &Element, t: Tag) -> String {
     e.child_text(t).unwrap_or_default()
 }
+
+pub mod dovecot;
+
+impl TestServer {
+    /// A server in front of the IMAP server `dovecot` (the IMAP store), with tweaks.
+    pub async fn start_imap(dovecot: &dovecot::Dovecot, tweak: impl Fn(&mut Config) + Send + Sync + 'static) -> TestServer {
+        let url = dovecot.url();
+        Self::start_with(move |c| {
+            c.store = url.clone();
+            c.imap.operation_timeout_secs = 10;
+            tweak(c);
+        })
+        .await
+    }
+
+    /// Mobile Sync entitlement for a user that exists only on the IMAP server.
+    pub async fn enable_sync(&self, login: &str) {
+        self.app().admin.set_sync_access(login, true, "test").await.expect("enable sync");
+    }
+}
