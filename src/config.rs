@@ -144,7 +144,10 @@ impl Default for PingSettings {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct AuthSettings {
-    /// How long a verified password is trusted without asking the store again.
+    /// How long a verified password is trusted without asking the store again. Longer than
+    /// a Ping heartbeat, so a waiting phone is not re-verified on every round; a password
+    /// changed through pushsync is forgotten at once, one changed in an external store after
+    /// at most this long.
     pub cache_ttl_secs: u64,
     /// Realm announced in `WWW-Authenticate`.
     pub realm: String,
@@ -154,7 +157,7 @@ pub struct AuthSettings {
 
 impl Default for AuthSettings {
     fn default() -> Self {
-        AuthSettings { cache_ttl_secs: 300, realm: "pushsync".into(), failure_delay_ms: 1000 }
+        AuthSettings { cache_ttl_secs: 3600, realm: "pushsync".into(), failure_delay_ms: 1000 }
     }
 }
 

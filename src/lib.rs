@@ -14,6 +14,7 @@ pub mod config;
 pub mod delivery;
 pub mod demo;
 pub mod eas;
+pub mod locks;
 pub mod metrics;
 pub mod oof;
 pub mod outbound;

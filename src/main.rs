@@ -320,7 +320,10 @@ fn init_logging(json: bool) {
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("cannot start the runtime")?;
+    // Blocking threads run database work and password hashing; capping them bounds memory
+    // under a login storm (hashing is further limited to one per core).
+    let runtime =
+        tokio::runtime::Builder::new_multi_thread().enable_all().max_blocking_threads(64).build().context("cannot start the runtime")?;
     runtime.block_on(run(cli))
 }
 

@@ -304,10 +304,15 @@ async fn the_openapi_document_matches_the_routes() {
     // Every route the router declares is documented...
     let source = include_str!("../src/admin/api.rs");
     let mut declared = std::collections::BTreeSet::new();
-    for line in source.lines().filter(|l| l.trim_start().starts_with(".route(\"")) {
-        let path = line.split('"').nth(1).unwrap().to_string();
+    let starts: Vec<usize> = source.match_indices(".route(\"").map(|(i, _)| i).collect();
+    for (n, &start) in starts.iter().enumerate() {
+        let rest = &source[start + 8..];
+        let path = rest.split('"').next().unwrap().to_string();
+        // The handlers of this route: up to the next route (or the end of the statement).
+        let end = starts.get(n + 1).map(|e| e - start - 8).unwrap_or_else(|| rest.find(';').unwrap_or(rest.len()));
+        let handlers = &rest[..end];
         for method in ["get", "put", "post", "delete"] {
-            if line.contains(&format!("{method}(")) {
+            if handlers.contains(&format!("{method}(")) {
                 declared.insert((method.to_string(), path.clone()));
             }
         }

@@ -65,27 +65,32 @@ pub(crate) fn handler_exists(command: Command) -> bool {
     )
 }
 
-/// Calls the command's handler.
+/// Calls the command's handler. Each handler's future is boxed: otherwise every request,
+/// a waiting Ping included, would carry a state machine as large as the largest command's.
 pub(crate) async fn run_command(ctx: &mut Ctx<'_>, request: Request) -> Result<CommandResponse, EasError> {
-    match ctx.line.command {
-        Command::Provision => provision::handle(ctx, request).await,
-        Command::FolderSync => folder_sync::handle(ctx, request).await,
-        Command::Sync => sync::handle(ctx, request).await,
-        Command::GetItemEstimate => get_item_estimate::handle(ctx, request).await,
-        Command::ItemOperations => item_operations::handle(ctx, request).await,
-        Command::GetAttachment => item_operations::get_attachment(ctx, request).await,
-        Command::Settings => settings::handle(ctx, request).await,
-        Command::Ping => Box::pin(ping::handle(ctx, request)).await,
-        Command::SendMail => send_mail::send_mail(ctx, request).await,
-        Command::SmartReply => send_mail::smart_reply(ctx, request).await,
-        Command::SmartForward => send_mail::smart_forward(ctx, request).await,
-        Command::MoveItems => move_items::handle(ctx, request).await,
-        Command::FolderCreate => folder_ops::create(ctx, request).await,
-        Command::FolderUpdate => folder_ops::update(ctx, request).await,
-        Command::FolderDelete => folder_ops::delete(ctx, request).await,
-        Command::Search => search::handle(ctx, request).await,
-        Command::Find => find::handle(ctx, request).await,
-        Command::ResolveRecipients => resolve_recipients::handle(ctx, request).await,
-        _ => Err(EasError::NotImplemented),
-    }
+    use std::future::Future;
+    use std::pin::Pin;
+    type Handler<'a> = Pin<Box<dyn Future<Output = Result<CommandResponse, EasError>> + Send + 'a>>;
+    let handler: Handler<'_> = match ctx.line.command {
+        Command::Provision => Box::pin(provision::handle(ctx, request)),
+        Command::FolderSync => Box::pin(folder_sync::handle(ctx, request)),
+        Command::Sync => Box::pin(sync::handle(ctx, request)),
+        Command::GetItemEstimate => Box::pin(get_item_estimate::handle(ctx, request)),
+        Command::ItemOperations => Box::pin(item_operations::handle(ctx, request)),
+        Command::GetAttachment => Box::pin(item_operations::get_attachment(ctx, request)),
+        Command::Settings => Box::pin(settings::handle(ctx, request)),
+        Command::Ping => Box::pin(ping::handle(ctx, request)),
+        Command::SendMail => Box::pin(send_mail::send_mail(ctx, request)),
+        Command::SmartReply => Box::pin(send_mail::smart_reply(ctx, request)),
+        Command::SmartForward => Box::pin(send_mail::smart_forward(ctx, request)),
+        Command::MoveItems => Box::pin(move_items::handle(ctx, request)),
+        Command::FolderCreate => Box::pin(folder_ops::create(ctx, request)),
+        Command::FolderUpdate => Box::pin(folder_ops::update(ctx, request)),
+        Command::FolderDelete => Box::pin(folder_ops::delete(ctx, request)),
+        Command::Search => Box::pin(search::handle(ctx, request)),
+        Command::Find => Box::pin(find::handle(ctx, request)),
+        Command::ResolveRecipients => Box::pin(resolve_recipients::handle(ctx, request)),
+        _ => return Err(EasError::NotImplemented),
+    };
+    handler.await
 }

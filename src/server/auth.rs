@@ -13,6 +13,7 @@ use base64::engine::general_purpose::STANDARD as BASE64;
 use dashmap::DashMap;
 use sha2::{Digest, Sha256};
 
+use crate::locks::{KeyGuard, KeyedLocks};
 use crate::store::Account;
 
 /// Credentials from an `Authorization: Basic` header.
@@ -57,11 +58,19 @@ pub struct AuthCache {
     entries: DashMap<String, Entry>,
     ttl: Duration,
     key: [u8; 32],
+    /// One store check per user name at a time: a phone's parallel requests (or several
+    /// phones of one user) wait for the first check instead of each hashing the password.
+    checking: KeyedLocks<String>,
 }
 
 impl AuthCache {
     pub fn new(ttl: Duration) -> Self {
-        AuthCache { entries: DashMap::new(), ttl, key: rand::random() }
+        AuthCache { entries: DashMap::new(), ttl, key: rand::random(), checking: KeyedLocks::default() }
+    }
+
+    /// Serialises store checks of one user name (see `checking`).
+    pub async fn check_lock(&self, username: &str) -> KeyGuard<'_, String> {
+        self.checking.lock(username.to_ascii_lowercase()).await
     }
 
     fn digest(&self, username: &str, password: &str) -> [u8; 32] {

@@ -157,6 +157,11 @@ pub async fn authenticate(app: &App, username: &str, password: &str) -> Result<O
     if let Some(account) = app.auth.check(username, password) {
         return Ok(Some(account));
     }
+    let _one_at_a_time = app.auth.check_lock(username).await;
+    // Another request may have verified the same credentials while this one waited.
+    if let Some(account) = app.auth.check(username, password) {
+        return Ok(Some(account));
+    }
     app.metrics.auth_store_checks.inc();
     match app.store.authenticate(username, password).await? {
         Some(mut account) => {

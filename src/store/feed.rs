@@ -74,8 +74,10 @@ impl ChangeFeed {
     }
 }
 
-/// Changes buffered per user before a slow subscriber is told it lagged.
-const CHANNEL_CAPACITY: usize = 256;
+/// Changes buffered per user before a slow subscriber is told it lagged. The push hub reads
+/// its feed at once, so a few slots suffice; a lag only costs a re-check. Every watched user
+/// pays for these slots, so they are kept few.
+const CHANNEL_CAPACITY: usize = 16;
 
 /// The publishing side: a broadcast channel per watched user.
 #[derive(Default)]

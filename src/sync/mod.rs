@@ -12,11 +12,10 @@ pub mod hierarchy;
 
 use std::sync::Arc;
 
-use dashmap::DashMap;
-
 pub use collection::{ClientOp, ClientOpResult, CollectionSync, CollectionSyncRequest, DeltaOptions, ServerChange};
 pub use hierarchy::HierarchyDelta;
 
+use crate::locks::{KeyGuard, KeyedLocks};
 use crate::state::{DevicePk, StateError, StateStore};
 use crate::store::{Mailbox, StoreError};
 
@@ -48,51 +47,18 @@ pub fn filter_cutoff(filter_type: u8, now: i64) -> Option<i64> {
     Some(now - days * DAY)
 }
 
-/// Per-device locks, created on demand and dropped when unused.
-#[derive(Default)]
-pub struct DeviceLocks {
-    locks: DashMap<DevicePk, Arc<tokio::sync::Mutex<()>>>,
-}
-
-/// Holds a device's lock; releasing it removes the lock entry when nobody waits.
-pub struct DeviceGuard<'a> {
-    locks: &'a DeviceLocks,
-    device: DevicePk,
-    guard: Option<tokio::sync::OwnedMutexGuard<()>>,
-}
-
-impl Drop for DeviceGuard<'_> {
-    fn drop(&mut self) {
-        self.guard.take();
-        self.locks.locks.remove_if(&self.device, |_, m| Arc::strong_count(m) == 1);
-    }
-}
-
-impl DeviceLocks {
-    pub async fn lock(&self, device: DevicePk) -> DeviceGuard<'_> {
-        let mutex = self.locks.entry(device).or_default().clone();
-        let guard = mutex.lock_owned().await;
-        DeviceGuard { locks: self, device, guard: Some(guard) }
-    }
-
-    pub fn len(&self) -> usize {
-        self.locks.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.locks.is_empty()
-    }
-}
-
 /// The engine's entry points.
 pub struct SyncEngine {
     state: Arc<dyn StateStore>,
-    locks: DeviceLocks,
+    locks: KeyedLocks<DevicePk>,
 }
+
+/// Holds a device's lock.
+pub type DeviceGuard<'a> = KeyGuard<'a, DevicePk>;
 
 impl SyncEngine {
     pub fn new(state: Arc<dyn StateStore>) -> Self {
-        SyncEngine { state, locks: DeviceLocks::default() }
+        SyncEngine { state, locks: KeyedLocks::default() }
     }
 
     pub fn state(&self) -> &dyn StateStore {

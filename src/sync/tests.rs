@@ -9,7 +9,7 @@ use proptest::prelude::*;
 use super::*;
 use crate::state::sqlite::SqliteState;
 use crate::store::embedded::{EmbeddedSettings, EmbeddedStore, NewUser};
-use crate::store::{Account, FlagChange, Flags, MailStore, Origin, Uid};
+use crate::store::{Account, FlagChange, Flags, FolderId, MailStore, Origin, Uid};
 
 struct Fixture {
     _dir: tempfile::TempDir,

@@ -2,9 +2,6 @@
 
 use std::sync::Arc;
 
-use argon2::Argon2;
-use argon2::password_hash::rand_core::OsRng;
-use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
 use rusqlite::{OptionalExtension, params};
 
 use super::EmbeddedStore;
@@ -46,26 +43,17 @@ fn valid_address(s: &str) -> bool {
     valid_login(s) && s.split('@').count() == 2 && !s.ends_with('@')
 }
 
-fn hash_password(password: &str) -> StoreResult<String> {
-    let salt = SaltString::generate(&mut OsRng);
-    Argon2::default()
-        .hash_password(password.as_bytes(), &salt)
-        .map(|h| h.to_string())
-        .map_err(|e| StoreError::Internal(format!("password hashing failed: {e}")))
-}
-
-/// A valid hash of a random password, verified against when the user does not exist so that
-/// a wrong user name costs as much time as a wrong password.
-fn decoy_hash() -> &'static str {
-    static DECOY: std::sync::OnceLock<String> = std::sync::OnceLock::new();
-    DECOY.get_or_init(|| hash_password(&format!("{:x}", rand::random::<u128>())).unwrap_or_default())
-}
-
 fn now() -> i64 {
     chrono::Utc::now().timestamp()
 }
 
 impl EmbeddedStore {
+    /// A valid hash of a random password, verified against when the user does not exist.
+    async fn decoy_hash(&self) -> StoreResult<String> {
+        let inner = &self.inner;
+        inner.decoy_hash.get_or_try_init(|| async { inner.passwords.hash(format!("{:x}", rand::random::<u128>())).await }).await.cloned()
+    }
+
     /// Creates a user with the standard folders (INBOX, Drafts, Sent, Trash, Junk).
     pub async fn add_user(&self, user: NewUser) -> StoreResult<UserSummary> {
         let login = user.login.trim().to_ascii_lowercase();
@@ -79,9 +67,7 @@ impl EmbeddedStore {
         if user.password.is_empty() {
             return Err(StoreError::Internal("empty password".into()));
         }
-        let password = user.password;
-        let hash =
-            tokio::task::spawn_blocking(move || hash_password(&password)).await.map_err(|e| StoreError::Internal(e.to_string()))??;
+        let hash = self.inner.passwords.hash(user.password).await?;
         let display_name = user.display_name;
         let (l, e, d) = (login.clone(), email.clone(), display_name.clone());
         let created_at = now();
@@ -130,14 +116,10 @@ impl EmbeddedStore {
             .await?;
         let (id, hash) = match row {
             Some((id, hash)) => (Some(id), hash),
-            None => (None, decoy_hash().to_string()),
+            // An unknown user costs as much time as a wrong password: no user-name probing.
+            None => (None, self.decoy_hash().await?),
         };
-        let password = password.to_string();
-        let ok = tokio::task::spawn_blocking(move || {
-            PasswordHash::new(&hash).is_ok_and(|parsed| Argon2::default().verify_password(password.as_bytes(), &parsed).is_ok())
-        })
-        .await
-        .map_err(|e| StoreError::Internal(e.to_string()))?;
+        let ok = self.inner.passwords.verify(password.to_string(), hash).await?;
         match (ok, id) {
             (true, Some(id)) => self.account_by_id(id).await.map(Some),
             _ => Ok(None),
@@ -194,9 +176,7 @@ impl EmbeddedStore {
             return Err(StoreError::Internal("empty password".into()));
         }
         let id = self.account_id(login).await?.ok_or(StoreError::UserNotFound)?;
-        let password = password.to_string();
-        let hash =
-            tokio::task::spawn_blocking(move || hash_password(&password)).await.map_err(|e| StoreError::Internal(e.to_string()))??;
+        let hash = self.inner.passwords.hash(password.to_string()).await?;
         self.inner
             .db
             .write(move |tx| {

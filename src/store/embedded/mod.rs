@@ -10,6 +10,7 @@
 mod accounts;
 mod delivery;
 mod mailbox;
+mod password;
 mod retention;
 mod schema;
 mod text;
@@ -54,6 +55,8 @@ pub(crate) struct Inner {
     pub(crate) db: Db,
     pub(crate) feed: FeedRegistry,
     pub(crate) settings: EmbeddedSettings,
+    passwords: password::PasswordWorkers,
+    decoy_hash: tokio::sync::OnceCell<String>,
 }
 
 impl From<DbError> for StoreError {
@@ -75,7 +78,10 @@ impl EmbeddedStore {
     /// Opens (creating if needed) the store in `data_dir`.
     pub fn open(data_dir: &Path, settings: EmbeddedSettings) -> StoreResult<EmbeddedStore> {
         let db = Db::open(&data_dir.join(STORE_FILE), schema::MIGRATIONS)?;
-        Ok(EmbeddedStore { inner: Arc::new(Inner { db, feed: FeedRegistry::new(), settings }) })
+        let passwords = password::PasswordWorkers::start();
+        Ok(EmbeddedStore {
+            inner: Arc::new(Inner { db, feed: FeedRegistry::new(), settings, passwords, decoy_hash: tokio::sync::OnceCell::new() }),
+        })
     }
 
     pub fn settings(&self) -> &EmbeddedSettings {
