@@ -3,8 +3,9 @@
 //! Owns connection handling only: one writer connection (SQLite allows one writer at a time,
 //! so writes queue here instead of spinning on `SQLITE_BUSY`) and a small pool of reader
 //! connections that run concurrently with it under WAL. Every call runs on the blocking
-//! thread pool so the async runtime never waits on disk. Schemas and queries belong to the
-//! modules that own the data.
+//! thread pool so the async runtime never waits on disk; callers wait for a connection
+//! asynchronously first, so a burst queues without tying up blocking threads or opening
+//! extra connections. Schemas and queries belong to the modules that own the data.
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -33,7 +34,11 @@ pub struct Db {
 struct Inner {
     path: PathBuf,
     writer: Mutex<Connection>,
+    /// One permit: the turn of the writer connection.
+    writer_turn: Arc<tokio::sync::Semaphore>,
     readers: Mutex<Vec<Connection>>,
+    /// One permit per pooled reader: holding one guarantees a connection in the pool.
+    reader_turns: Arc<tokio::sync::Semaphore>,
 }
 
 impl Db {
@@ -46,7 +51,15 @@ impl Db {
         for _ in 0..READERS {
             readers.push(open_connection(path, false)?);
         }
-        Ok(Db { inner: Arc::new(Inner { path: path.to_path_buf(), writer: Mutex::new(writer), readers: Mutex::new(readers) }) })
+        Ok(Db {
+            inner: Arc::new(Inner {
+                path: path.to_path_buf(),
+                writer: Mutex::new(writer),
+                writer_turn: Arc::new(tokio::sync::Semaphore::new(1)),
+                readers: Mutex::new(readers),
+                reader_turns: Arc::new(tokio::sync::Semaphore::new(READERS)),
+            }),
+        })
     }
 
     pub fn path(&self) -> &Path {
@@ -60,18 +73,22 @@ impl Db {
         T: Send + 'static,
         F: FnOnce(&Connection) -> Result<T, DbError> + Send + 'static,
     {
-        let inner = self.inner.clone();
+        // The permit travels with the work: it is released when the connection is back,
+        // even if this future is dropped meanwhile.
+        let turn = self.inner.reader_turns.clone().acquire_owned().await.map_err(|e| DbError::Task(e.to_string()))?;
+        let pool = self.inner.clone();
         run_blocking(move || {
-            let conn = inner.readers.lock().map_err(|_| DbError::Task("reader pool poisoned".into()))?.pop();
+            let _turn = turn;
+            let conn = pool.readers.lock().map_err(|_| DbError::Task("reader pool poisoned".into()))?.pop();
+            // The permit promises a pooled connection; a missing one (a panic lost it) is
+            // replaced.
             let conn = match conn {
                 Some(c) => c,
-                None => open_connection(&inner.path, false)?,
+                None => open_connection(&pool.path, false)?,
             };
             let result = f(&conn);
-            if let Ok(mut pool) = inner.readers.lock()
-                && pool.len() < READERS
-            {
-                pool.push(conn);
+            if let Ok(mut readers) = pool.readers.lock() {
+                readers.push(conn);
             }
             result
         })
@@ -87,7 +104,9 @@ impl Db {
         F: FnOnce(&Transaction<'_>) -> Result<T, E> + Send + 'static,
     {
         let inner = self.inner.clone();
+        let turn = self.inner.writer_turn.clone().acquire_owned().await.map_err(|e| E::from(DbError::Task(e.to_string())))?;
         let joined = tokio::task::spawn_blocking(move || {
+            let _turn = turn;
             let mut conn = inner.writer.lock().map_err(|_| DbError::Task("writer poisoned".into()))?;
             let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate).map_err(DbError::from)?;
             let value = f(&tx)?;

@@ -35,8 +35,7 @@ pub fn text(status: StatusCode, body: &str) -> HttpResponse {
 }
 
 pub async fn handle(app: Arc<App>, req: Request<Incoming>, peer: SocketAddr) -> HttpResponse {
-    let path = req.uri().path().trim_end_matches('/').to_ascii_lowercase();
-    if path != ENDPOINT {
+    if !req.uri().path().trim_end_matches('/').eq_ignore_ascii_case(ENDPOINT) {
         return text(StatusCode::NOT_FOUND, "not found\n");
     }
     let mut response = match *req.method() {
@@ -74,9 +73,34 @@ fn options() -> HttpResponse {
 async fn post(app: Arc<App>, req: Request<Incoming>) -> HttpResponse {
     let started = Instant::now();
     let span = tracing::Span::current();
+    // Parsing, authenticating and reading the request run in their own future, so that the
+    // long wait of a Ping keeps none of their state.
+    let admitted = match admit(&app, req, &span).await {
+        Ok(a) => a,
+        Err((command, r)) => {
+            record(&app, &span, command, &r, started);
+            return r;
+        }
+    };
+    let command = admitted.line.command;
+    let r = eas::dispatch::handle(&app, admitted.line, admitted.account, admitted.content_type, admitted.body).await;
+    record(&app, &span, command.name(), &r, started);
+    r
+}
+
+/// What a command needs from an HTTP request that passed the front door.
+struct Admitted {
+    line: RequestLine,
+    account: crate::store::Account,
+    content_type: Option<String>,
+    body: Bytes,
+}
+
+/// The front door: request line, credentials, body limit and read time. An `Err` is the
+/// answer to send, with the command's name for the metrics.
+async fn admit(app: &App, req: Request<Incoming>, span: &tracing::Span) -> Result<Admitted, (&'static str, HttpResponse)> {
     let (parts, body) = req.into_parts();
     let query = parts.uri.query().unwrap_or("");
-
     let line = match RequestLine::parse(query, &parts.headers) {
         Ok(line) => line,
         Err(e) => {
@@ -85,44 +109,37 @@ async fn post(app: Arc<App>, req: Request<Incoming>) -> HttpResponse {
             if matches!(e, eas::RequestLineError::UnsupportedVersion(_) | eas::RequestLineError::MissingVersion) {
                 r.headers_mut().insert("MS-ASProtocolVersions", HeaderValue::from_static(ProtocolVersion::SUPPORTED_LIST));
             }
-            record(&app, &span, "unknown", &r, started);
-            return r;
+            return Err(("unknown", r));
         }
     };
+    let command = line.command.name();
     span.record("device", line.device_id.as_str());
-    span.record("cmd", line.command.name());
+    span.record("cmd", command);
 
     let Some(credentials) = parts.headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).and_then(parse_basic) else {
-        let r = unauthorized(&app);
-        record(&app, &span, line.command.name(), &r, started);
-        return r;
+        return Err((command, unauthorized(app)));
     };
     span.record("user", credentials.username.as_str());
-    let account = match authenticate(&app, &credentials.username, &credentials.password).await {
+    let account = match authenticate(app, &credentials.username, &credentials.password).await {
         Ok(Some(a)) => a,
         Ok(None) => {
             app.metrics.auth_failures.inc();
             tracing::info!("authentication failed");
             tokio::time::sleep(std::time::Duration::from_millis(app.config.auth.failure_delay_ms)).await;
-            let r = unauthorized(&app);
-            record(&app, &span, line.command.name(), &r, started);
-            return r;
+            return Err((command, unauthorized(app)));
         }
         Err(e) => {
             tracing::warn!(error = %e, "the store could not verify credentials");
             let mut r = text(StatusCode::SERVICE_UNAVAILABLE, "mail store unavailable, retry later\n");
             r.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("30"));
-            record(&app, &span, line.command.name(), &r, started);
-            return r;
+            return Err((command, r));
         }
     };
 
     let limit = app.config.limits.max_body_bytes;
     let declared = parts.headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
     if declared.is_some_and(|n| n > limit as u64) {
-        let r = text(StatusCode::PAYLOAD_TOO_LARGE, "request body too large\n");
-        record(&app, &span, line.command.name(), &r, started);
-        return r;
+        return Err((command, text(StatusCode::PAYLOAD_TOO_LARGE, "request body too large\n")));
     }
     let body = match tokio::time::timeout(app.config.body_timeout(), Limited::new(body, limit).collect()).await {
         Ok(Ok(collected)) => collected.to_bytes(),
@@ -132,24 +149,15 @@ async fn post(app: Arc<App>, req: Request<Incoming>) -> HttpResponse {
             } else {
                 text(StatusCode::BAD_REQUEST, "could not read the request body\n")
             };
-            record(&app, &span, line.command.name(), &r, started);
-            return r;
+            return Err((command, r));
         }
         Err(_) => {
             tracing::info!("request body read timed out");
-            let r = text(StatusCode::REQUEST_TIMEOUT, "request body not received in time\n");
-            record(&app, &span, line.command.name(), &r, started);
-            return r;
+            return Err((command, text(StatusCode::REQUEST_TIMEOUT, "request body not received in time\n")));
         }
     };
-
     let content_type = parts.headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).map(str::to_string);
-    // A Ping may wait for an hour: keep nothing alive across it that it does not need.
-    drop(parts);
-    let command = line.command;
-    let r = eas::dispatch::handle(&app, line, account, content_type, body).await;
-    record(&app, &span, command.name(), &r, started);
-    r
+    Ok(Admitted { line, account, content_type, body })
 }
 
 /// Checks credentials against the cache, then the store.

@@ -1,6 +1,10 @@
-//! Accepting client connections: TLS handshake (bounded in time), HTTP/1.1 or HTTP/2 by
-//! ALPN, a cap on simultaneous connections, and graceful shutdown that lets in-flight
-//! requests (including woken Pings) finish.
+//! Accepting client connections: TLS handshake (bounded in time), HTTP/1.1 or HTTP/2 (by
+//! ALPN, or by the connection preface on plain HTTP), a cap on simultaneous connections, and
+//! graceful shutdown that lets in-flight requests (including woken Pings) finish.
+//!
+//! Each connection is served by a task specialised for its protocol, rather than one that can
+//! do both: a waiting phone holds its connection task for up to an hour, and the task is only
+//! as large as the protocol it serves.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -10,38 +14,49 @@ use std::time::Duration;
 use bytes::Bytes;
 use http_body_util::Full;
 use hyper::body::Incoming;
+use hyper::server::conn::{http1, http2};
 use hyper::service::service_fn;
 use hyper::{Request, Response};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use hyper_util::server::conn::auto::Builder;
-use hyper_util::server::graceful::GracefulShutdown;
-use tokio::net::TcpListener;
+use hyper_util::server::graceful::{GracefulShutdown, Watcher};
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
 use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 
 use crate::app::App;
 
-/// Serves ActiveSync on `listener` until `stop` is cancelled, then waits (at most `drain`)
-/// for open connections to finish their requests.
-pub async fn serve(app: Arc<App>, listener: TcpListener, tls: Option<TlsAcceptor>, stop: CancellationToken, drain: Duration) {
-    let mut builder = Builder::new(TokioExecutor::new());
-    builder
-        .http1()
-        .timer(TokioTimer::new())
+/// The first bytes of every HTTP/2 connection (RFC 9113 §3.4).
+const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+
+/// Connection builders, configured once.
+struct Builders {
+    h1: http1::Builder,
+    h2: http2::Builder<TokioExecutor>,
+}
+
+fn builders(app: &App) -> Builders {
+    let mut h1 = http1::Builder::new();
+    h1.timer(TokioTimer::new())
         // Covers slow request headers and idle keep-alive connections alike (hyper starts
         // it when it begins waiting for the next request); a waiting Ping has already sent
         // its request, so it is never cut by this.
         .header_read_timeout(app.config.header_timeout())
         .keep_alive(true)
         .max_buf_size(64 * 1024);
-    builder
-        .http2()
-        .timer(TokioTimer::new())
+    let mut h2 = http2::Builder::new(TokioExecutor::new());
+    h2.timer(TokioTimer::new())
         .keep_alive_interval(Some(Duration::from_secs(60)))
         .keep_alive_timeout(Duration::from_secs(20))
         .max_concurrent_streams(Some(1000));
-    let builder = Arc::new(builder);
+    Builders { h1, h2 }
+}
+
+/// Serves ActiveSync on `listener` until `stop` is cancelled, then waits (at most `drain`)
+/// for open connections to finish their requests.
+pub async fn serve(app: Arc<App>, listener: TcpListener, tls: Option<TlsAcceptor>, stop: CancellationToken, drain: Duration) {
+    let builders = Arc::new(builders(&app));
     let graceful = GracefulShutdown::new();
     let permits = Arc::new(Semaphore::new(app.config.limits.max_connections));
     let handshake_timeout = Duration::from_secs(app.config.limits.tls_handshake_timeout_secs);
@@ -66,31 +81,33 @@ pub async fn serve(app: Arc<App>, listener: TcpListener, tls: Option<TlsAcceptor
             _ = stop.cancelled() => break,
         };
         let _ = stream.set_nodelay(true);
-        let app = app.clone();
-        let builder = builder.clone();
-        let tls = tls.clone();
-        let watcher = graceful.watcher();
-        let open = OpenConnection::new(app.metrics.clone());
+        let (app, builders, tls, watcher) = (app.clone(), builders.clone(), tls.clone(), graceful.watcher());
+        let guard = ConnGuard { _permit: permit, _open: OpenConnection::new(app.metrics.clone()) };
+        // This task only handshakes and picks the protocol, then hands the connection to a
+        // task of that protocol and ends: its larger state (a TLS handshake) is not kept
+        // for the connection's lifetime.
         tokio::spawn(async move {
-            let _permit = permit;
-            let _open = open;
-            let service = service_fn(move |req: Request<Incoming>| {
-                let app = app.clone();
-                async move { Ok::<Response<Full<Bytes>>, Infallible>(super::http::handle(app, req, peer).await) }
-            });
             match tls {
                 Some(acceptor) => match tokio::time::timeout(handshake_timeout, acceptor.accept(stream)).await {
                     Ok(Ok(tls_stream)) => {
-                        let conn = builder.serve_connection(TokioIo::new(tls_stream), service).into_owned();
-                        let _ = watcher.watch(conn).await;
+                        if tls_stream.get_ref().1.alpn_protocol() == Some(b"h2") {
+                            tokio::spawn(serve_h2(app, builders, watcher, tls_stream, peer, guard));
+                        } else {
+                            tokio::spawn(serve_h1(app, builders, watcher, tls_stream, peer, guard));
+                        }
                     }
                     Ok(Err(e)) => tracing::debug!(%peer, error = %e, "TLS handshake failed"),
                     Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
                 },
-                None => {
-                    let conn = builder.serve_connection(TokioIo::new(stream), service).into_owned();
-                    let _ = watcher.watch(conn).await;
-                }
+                None => match tokio::time::timeout(app.config.header_timeout(), is_h2_preface(&stream)).await {
+                    Ok(Ok(true)) => {
+                        tokio::spawn(serve_h2(app, builders, watcher, stream, peer, guard));
+                    }
+                    Ok(Ok(false)) => {
+                        tokio::spawn(serve_h1(app, builders, watcher, stream, peer, guard));
+                    }
+                    Ok(Err(_)) | Err(_) => {}
+                },
             }
         });
     }
@@ -98,6 +115,62 @@ pub async fn serve(app: Arc<App>, listener: TcpListener, tls: Option<TlsAcceptor
     if tokio::time::timeout(drain, graceful.shutdown()).await.is_err() {
         tracing::warn!("connections still open after the shutdown grace period; closing them");
     }
+}
+
+/// Whether a plain connection starts with the HTTP/2 preface (prior knowledge, "h2c"),
+/// looking without consuming.
+async fn is_h2_preface(stream: &TcpStream) -> std::io::Result<bool> {
+    let mut buf = [0u8; 24];
+    loop {
+        let n = stream.peek(&mut buf).await?;
+        if n == 0 {
+            return Err(std::io::ErrorKind::UnexpectedEof.into());
+        }
+        if buf[..n] != H2_PREFACE[..n] {
+            return Ok(false);
+        }
+        if n == H2_PREFACE.len() {
+            return Ok(true);
+        }
+        // A partial preface: wait for more.
+        stream.readable().await?;
+    }
+}
+
+fn service(
+    app: Arc<App>,
+    peer: SocketAddr,
+) -> impl hyper::service::Service<Request<Incoming>, Response = Response<Full<Bytes>>, Error = Infallible, Future: Send + 'static>
++ Clone
++ Send
++ 'static {
+    service_fn(move |req: Request<Incoming>| {
+        let app = app.clone();
+        async move { Ok::<Response<Full<Bytes>>, Infallible>(super::http::handle(app, req, peer).await) }
+    })
+}
+
+async fn serve_h1<IO>(app: Arc<App>, builders: Arc<Builders>, watcher: Watcher, io: IO, peer: SocketAddr, _guard: ConnGuard)
+where
+    IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let conn = builders.h1.serve_connection(TokioIo::new(io), service(app, peer));
+    let _ = watcher.watch(conn).await;
+}
+
+async fn serve_h2<IO>(app: Arc<App>, builders: Arc<Builders>, watcher: Watcher, io: IO, peer: SocketAddr, _guard: ConnGuard)
+where
+    IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let conn = builders.h2.serve_connection(TokioIo::new(io), service(app, peer));
+    let _ = watcher.watch(conn).await;
+}
+
+/// What a connection holds while it lives: its place under the connection cap, and its
+/// count in the `connections` gauge.
+struct ConnGuard {
+    _permit: tokio::sync::OwnedSemaphorePermit,
+    _open: OpenConnection,
 }
 
 /// Counts a connection in the `connections` gauge while it lives.
