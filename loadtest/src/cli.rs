@@ -23,6 +23,12 @@ Examples (a server started with `pushsync serve --plain-http --listen 127.0.0.1:
   # initial sync of a 10,000-message Inbox by 4 phones at once, windows of 512
   pushsync-loadtest sync-bench --data-dir /tmp/ps --seed 10000 --devices 4 --window 512
 
+  # no-change Syncs by 8 phones over HTTPS keep-alive (a server started without --plain-http)
+  pushsync-loadtest sync-rps --data-dir /tmp/ps --insecure --devices 8 --duration 20s --server-pid auto
+
+  # the embedded store alone: 100,000 appends, then delta listings on that folder
+  pushsync-loadtest store-bench --messages 100000
+
 Latencies are measured from the store's acknowledgement of each message (--origin ack) unless
 --origin send is given; the report says which.";
 
@@ -45,6 +51,10 @@ pub struct Cli {
 pub enum Command {
     /// Initial sync of a large Inbox by several devices at once: items/s, per-window latency.
     SyncBench(Box<SyncBenchArgs>),
+    /// No-change Syncs back to back by K fully synced devices: requests/s and server CPU per request.
+    SyncRps(Box<SyncRpsArgs>),
+    /// The embedded store on its own (no server): appends/s and delta listings on a large folder.
+    StoreBench(Box<StoreBenchArgs>),
     /// Print the JSON Schema of a report.
     Schema {
         #[arg(value_enum, default_value = "run")]
@@ -218,6 +228,55 @@ pub struct SyncBenchArgs {
     pub timeout: Duration,
 }
 
+#[derive(Args, Clone, Debug)]
+pub struct SyncRpsArgs {
+    #[command(flatten)]
+    pub server: ServerArgs,
+    /// The user whose devices poll (created if missing).
+    #[arg(long, default_value = "lt-rps-00001")]
+    pub user: String,
+    /// Devices polling at once, each on its own keep-alive connection.
+    #[arg(long, default_value_t = 8)]
+    pub devices: usize,
+    /// Polling before the measurement starts.
+    #[arg(long, default_value = "3s", value_parser = parse_duration)]
+    pub warmup: Duration,
+    /// How long the measurement lasts.
+    #[arg(long, default_value = "20s", value_parser = parse_duration)]
+    pub duration: Duration,
+}
+
+#[derive(Args, Clone, Debug)]
+pub struct StoreBenchArgs {
+    /// An empty directory for the store (default: a scratch directory, removed afterwards).
+    #[arg(long)]
+    pub dir: Option<PathBuf>,
+    /// Messages appended to the folder.
+    #[arg(long, default_value_t = 100_000)]
+    pub messages: u64,
+    /// Size of each message.
+    #[arg(long, default_value_t = 2048)]
+    pub message_bytes: u64,
+    /// Appends in flight at once.
+    #[arg(long, default_value_t = 8)]
+    pub concurrency: usize,
+    /// Deliveries (one at a time) into the full folder after the fill.
+    #[arg(long, default_value_t = 1000)]
+    pub deliveries: u64,
+    /// Rows per listing window (a Sync WindowSize).
+    #[arg(long, default_value_t = 512)]
+    pub window: usize,
+    /// Runs of each listing.
+    #[arg(long, default_value_t = 50)]
+    pub repeat: usize,
+    /// Write the JSON report here.
+    #[arg(long)]
+    pub report: Option<PathBuf>,
+    /// No progress output.
+    #[arg(short, long)]
+    pub quiet: bool,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -239,5 +298,13 @@ mod tests {
             other => panic!("{other:?}"),
         }
         assert!(matches!(Cli::try_parse_from(["pushsync-loadtest", "worker"]).unwrap().command, Some(Command::Worker)));
+        match Cli::try_parse_from(["pushsync-loadtest", "sync-rps", "--devices", "3", "--duration", "5s"]).unwrap().command {
+            Some(Command::SyncRps(a)) => assert_eq!((a.devices, a.duration, a.warmup), (3, Duration::from_secs(5), Duration::from_secs(3))),
+            other => panic!("{other:?}"),
+        }
+        match Cli::try_parse_from(["pushsync-loadtest", "store-bench", "--messages", "1000"]).unwrap().command {
+            Some(Command::StoreBench(a)) => assert_eq!((a.messages, a.window, a.dir), (1000, 512, None)),
+            other => panic!("{other:?}"),
+        }
     }
 }

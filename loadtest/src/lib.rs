@@ -16,7 +16,8 @@
 //!   misses.
 //! - [`stats`]: counters and HdrHistograms, their wire form and merging.
 //! - [`probe`]: the server's RSS and CPU time from `/proc`.
-//! - [`run`]: the push benchmark, start to report; [`sync_bench`]: initial sync of a large folder.
+//! - [`run`]: the push benchmark, start to report; [`sync_bench`]: initial sync of a large folder;
+//!   [`sync_rps`]: the cost of a no-change Sync; [`store_bench`]: the embedded store alone.
 //! - [`report`], [`plot`]: the JSON report (schema in `report.schema.json`), the summary table,
 //!   the latency CDF as SVG.
 //!
@@ -38,7 +39,9 @@ pub mod report;
 pub mod run;
 pub mod split;
 pub mod stats;
+pub mod store_bench;
 pub mod sync_bench;
+pub mod sync_rps;
 pub mod tracker;
 pub mod transport;
 pub mod users;

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use clap::Parser;
 use pushsync_loadtest::cli::{Cli, Command, SchemaKind};
-use pushsync_loadtest::{report, run, sync_bench, worker};
+use pushsync_loadtest::{report, run, store_bench, sync_bench, sync_rps, worker};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -23,6 +23,8 @@ fn main() -> ExitCode {
             Ok(())
         }
         Some(Command::SyncBench(args)) => runtime.block_on(sync_bench::run(*args)).map(|r| print!("{}", report::sync_bench_summary(&r))),
+        Some(Command::SyncRps(args)) => runtime.block_on(sync_rps::run(*args)).map(|r| print!("{}", sync_rps::summary(&r))),
+        Some(Command::StoreBench(args)) => runtime.block_on(store_bench::run(*args)).map(|r| print!("{}", store_bench::summary(&r))),
         None => runtime.block_on(run::run(cli.run)).map(|r| print!("{}", report::summary(&r))),
     };
     // A worker's stdin reader may still be blocked: do not wait for it.
