@@ -75,6 +75,13 @@ pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port()
 }
 
+/// Free loopback ports that differ from each other: all are held at once while probing,
+/// so the kernel cannot hand the same one out twice (Dovecot refuses a duplicate listener).
+fn distinct_free_ports<const N: usize>() -> [u16; N] {
+    let held: Vec<TcpListener> = (0..N).map(|_| TcpListener::bind("127.0.0.1:0").expect("bind")).collect();
+    std::array::from_fn(|i| held[i].local_addr().expect("addr").port())
+}
+
 fn chown(path: &Path) {
     let _ = Command::new("chown").arg("-R").arg(format!("{MAIL_UID}:{MAIL_UID}")).arg(path).status();
 }
@@ -101,27 +108,23 @@ impl Dovecot {
         std::fs::copy(Path::new(env!("CARGO_MANIFEST_DIR")).join("contrib/dovecot/pushsync-push.lua"), &script)
             .expect("copy the Lua script");
         let _ = Command::new("chmod").arg("644").arg(&script).status();
-        let mut d = Dovecot {
-            dir,
-            imap_port: free_port(),
-            lmtp_port: free_port(),
-            imaps_port: free_port(),
-            opts,
-            child: None,
-            users: Mutex::new(Vec::new()),
-        };
+        let mut d = Dovecot { dir, imap_port: 0, lmtp_port: 0, imaps_port: 0, opts, child: None, users: Mutex::new(Vec::new()) };
         d.write_tls_and_master();
         d.write_passwd();
         for attempt in 0..3 {
+            // The webhook's port is pushsync's to bind later: Dovecot must not take it.
+            let webhook_port = d.opts.webhook.as_ref().and_then(|(url, _)| url.rsplit(':').next()?.split('/').next()?.parse::<u16>().ok());
+            loop {
+                [d.imap_port, d.lmtp_port, d.imaps_port] = distinct_free_ports();
+                if !webhook_port.is_some_and(|w| [d.imap_port, d.lmtp_port, d.imaps_port].contains(&w)) {
+                    break;
+                }
+            }
             d.write_config();
             match d.launch() {
                 Ok(()) => return Some(d),
                 // Another test took a port between our probe and Dovecot's bind: new ports.
-                Err(log) if attempt < 2 && log.contains("in use") => {
-                    d.imap_port = free_port();
-                    d.lmtp_port = free_port();
-                    d.imaps_port = free_port();
-                }
+                Err(log) if attempt < 2 && log.contains("in use") => {}
                 Err(log) => panic!("dovecot did not start:\n{log}"),
             }
         }
