@@ -110,6 +110,22 @@ async fn account_only_wipe_for_16_1() {
 }
 
 #[tokio::test]
+async fn an_account_only_wipe_is_refused_for_a_device_that_cannot_do_it() {
+    let srv = TestServer::start().await;
+    srv.add_user("alice").await;
+    let mut phone = srv.phone("alice", "OLDPHONE");
+    phone.version = "14.1".into();
+    phone.setup().await;
+    let (s, body) = srv.admin_call(Method::POST, "/v1/devices/alice/OLDPHONE/wipe", Some(json!({ "account_only": true })), None).await;
+    assert_eq!(s, StatusCode::CONFLICT, "{body}");
+    assert!(body.contains("16.1"), "{body}");
+    let (_, body) = srv.admin_call(Method::GET, "/v1/devices?user=alice", None, None).await;
+    assert_eq!(json(&body)["devices"][0]["wipe"], "none", "nothing was requested");
+    // The phone carries on as before: no wipe of any kind is pending.
+    assert_eq!(phone.post("FolderSync", Some(&folder_sync("0"))).await.status_code().as_deref(), Some("1"));
+}
+
+#[tokio::test]
 async fn quarantine_then_allow() {
     let srv = TestServer::start().await;
     srv.add_user("alice").await;

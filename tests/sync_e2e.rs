@@ -350,7 +350,7 @@ async fn item_operations_fetch_items_and_attachments() {
         Element::new(tag::item_operations::FETCH)
             .with_text(tag::item_operations::STORE, "Mailbox")
             .with_text(tag::air_sync::COLLECTION_ID, inbox.clone())
-            .with_text(tag::air_sync::SERVER_ID, server_id)
+            .with_text(tag::air_sync::SERVER_ID, server_id.clone())
             .with(
                 Element::new(tag::item_operations::OPTIONS)
                     .with(Element::new(tag::air_sync_base::BODY_PREFERENCE).with_text(tag::air_sync_base::TYPE, "4")),
@@ -367,6 +367,21 @@ async fn item_operations_fetch_items_and_attachments() {
     let body = props.child(tag::air_sync_base::BODY).unwrap();
     assert_eq!(text_of(body, tag::air_sync_base::TYPE), "4");
     assert!(text_of(body, tag::air_sync_base::DATA).contains("Subject: With file"));
+
+    // A ServerId of another folder under the Inbox's CollectionId names nothing, even though
+    // the Inbox has a message with that number.
+    let uid = server_id.rsplit_once(':').unwrap().1;
+    let mismatched = Element::new(tag::item_operations::ITEM_OPERATIONS).with(
+        Element::new(tag::item_operations::FETCH)
+            .with_text(tag::item_operations::STORE, "Mailbox")
+            .with_text(tag::air_sync::COLLECTION_ID, inbox.clone())
+            .with_text(tag::air_sync::SERVER_ID, format!("{inbox}9:{uid}")),
+    );
+    let r = phone.post("ItemOperations", Some(&mismatched)).await.doc();
+    assert_eq!(
+        text_of(r.child(tag::item_operations::RESPONSE).unwrap().child(tag::item_operations::FETCH).unwrap(), tag::item_operations::STATUS),
+        "6"
+    );
 
     // A missing attachment.
     let missing = Element::new(tag::item_operations::ITEM_OPERATIONS).with(

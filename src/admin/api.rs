@@ -20,6 +20,7 @@ use tokio::net::TcpListener;
 use super::policy::DevicePolicy;
 use super::store::RuleKind;
 use crate::app::App;
+use crate::eas::ProtocolVersion;
 use crate::state::{AccessState, WipeState};
 use crate::store::StoreError;
 use crate::store::embedded::{EmbeddedStore, NewUser};
@@ -326,6 +327,19 @@ async fn wipe_device(
 ) -> ApiResult {
     let account_only = body.is_some_and(|b| b.0.account_only);
     let mut device = s.app.state.device(&login, &device_id).await?.ok_or_else(|| not_found("device"))?;
+    // Before 16.1 a device knows only the full RemoteWipe: an account-only request must not
+    // turn into erasing the whole phone.
+    let speaks_account_only_wipe =
+        device.protocol_version.as_deref().and_then(ProtocolVersion::parse).is_some_and(|v| v >= ProtocolVersion::V16_1);
+    if account_only && !speaks_account_only_wipe {
+        return Err(ApiError(
+            StatusCode::CONFLICT,
+            format!(
+                "an account-only wipe needs ActiveSync 16.1 and this device speaks {}; block the device, or request a full wipe",
+                device.protocol_version.as_deref().unwrap_or("an unknown version")
+            ),
+        ));
+    }
     device.wipe = if account_only { WipeState::AccountOnlyRequested } else { WipeState::Requested };
     device.wipe_requested_at = Some(chrono::Utc::now().timestamp());
     s.app.state.save_device(&device).await?;

@@ -145,7 +145,11 @@ async fn fetch(
     let (collection, server_id, long_id) =
         (op.child_text(tag::air_sync::COLLECTION_ID), op.child_text(tag::air_sync::SERVER_ID), op.child_text(tag::search::LONG_ID));
     let target = match (&server_id, &long_id) {
-        (Some(sid), _) => parse_server_id(sid).map(|(c, u)| (collection.clone().unwrap_or_else(|| c.to_string()), u)),
+        // A ServerId names its folder; one that contradicts the CollectionId is not found
+        // (fetching by its message number in the other folder would return a stranger).
+        (Some(sid), _) => {
+            parse_server_id(sid).filter(|(c, _)| collection.as_deref().is_none_or(|given| given == *c)).map(|(c, u)| (c.to_string(), u))
+        }
         (None, Some(lid)) => parse_server_id(lid).map(|(c, u)| (c.to_string(), u)),
         (None, None) => return Err(EasError::Protocol("Fetch without FileReference, ServerId or LongId".into())),
     };

@@ -73,12 +73,8 @@ pub async fn handle(ctx: &mut Ctx<'_>, request: Request) -> Result<CommandRespon
             tracing::info!("device acknowledged the remote wipe");
         }
         response.push_text_child(tag::provision::STATUS, status(ProvisionStatus::Success.code()));
-        let element = if ctx.device.wipe == WipeState::AccountOnlyRequested {
-            tag::provision::ACCOUNT_ONLY_REMOTE_WIPE
-        } else {
-            tag::provision::REMOTE_WIPE
-        };
-        response.push(Element::new(element));
+        // Answer in the form the device acknowledged (MS-ASPROV: the same element back).
+        response.push(Element::new(ack.tag));
         return Ok(CommandResponse::Wbxml(response));
     }
 
@@ -86,7 +82,12 @@ pub async fn handle(ctx: &mut Ctx<'_>, request: Request) -> Result<CommandRespon
     if matches!(ctx.device.wipe, WipeState::Requested | WipeState::AccountOnlyRequested) {
         ctx.app.state.save_device(&ctx.device).await?;
         response.push_text_child(tag::provision::STATUS, status(ProvisionStatus::Success.code()));
-        let account_only = ctx.device.wipe == WipeState::AccountOnlyRequested && ctx.version() >= ProtocolVersion::V16_1;
+        if ctx.device.wipe == WipeState::AccountOnlyRequested && ctx.version() < ProtocolVersion::V16_1 {
+            // The admin asked to remove only the account, which this version cannot express;
+            // a full wipe would erase more than was asked. The device stays shut out instead.
+            return Err(EasError::DeviceBlocked);
+        }
+        let account_only = ctx.device.wipe == WipeState::AccountOnlyRequested;
         response.push(Element::new(if account_only { tag::provision::ACCOUNT_ONLY_REMOTE_WIPE } else { tag::provision::REMOTE_WIPE }));
         return Ok(CommandResponse::Wbxml(response));
     }
