@@ -5,6 +5,16 @@
 //! cargo run --release --example imap_bench -- push idle 200       # the same, IDLE (NOTIFY disabled)
 //! cargo run --release --example imap_bench -- push webhook 200    # the same, Dovecot's push webhook
 //! cargo run --release --example imap_bench -- initial-sync 10000 512
+//! cargo run --release --example imap_bench -- serve webhook 100 lt.users   # for pushsync-loadtest
+//! ```
+//!
+//! `serve` starts Dovecot with `n` users (`lt-user-00001`…, password `loadtest-secret-1`,
+//! Mobile Sync enabled) and pushsync in front of it (plain HTTP, push by `notify`, `idle` or
+//! `webhook`), writes the users file, prints the ActiveSync URL, the LMTP address and the pid
+//! to give `pushsync-loadtest`, and runs until interrupted:
+//!
+//! ```text
+//! pushsync-loadtest --url URL --users-file lt.users --inject lmtp --lmtp ADDR --server-pid PID ...
 //! ```
 //!
 //! `push` synchronises a phone, then `n` times: Ping (waits), deliver one message over
@@ -198,6 +208,41 @@ async fn initial_sync(n: usize, window: usize) {
     );
 }
 
+/// Dovecot and pushsync for `pushsync-loadtest` to drive, until Ctrl-C.
+async fn serve(mode: &str, users: usize, users_file: &str) {
+    let hook_port = free_port();
+    let webhook = mode == "webhook";
+    let opts = DovecotOptions {
+        webhook: webhook.then(|| (format!("http://127.0.0.1:{hook_port}/dovecot"), SECRET.to_string())),
+        ..Default::default()
+    };
+    let Some(dovecot) = Dovecot::start_with("imap_bench_serve", opts) else { return };
+    let logins: Vec<String> = (1..=users).map(|i| format!("lt-user-{i:05}")).collect();
+    for login in &logins {
+        dovecot.add_user(login, "loadtest-secret-1");
+    }
+    let mode_owned = mode.to_string();
+    let srv = TestServer::start_imap(&dovecot, move |c| {
+        c.ping.min_heartbeat_secs = 1;
+        if mode_owned == "webhook" {
+            c.webhook.listen = Some(format!("127.0.0.1:{hook_port}").parse().unwrap());
+            c.webhook.secret = Some(SECRET.into());
+        }
+        if mode_owned == "idle" {
+            c.imap.disable_extensions = vec!["NOTIFY".into()];
+        }
+    })
+    .await;
+    let mut file = String::new();
+    for login in &logins {
+        srv.enable_sync(login).await;
+        file.push_str(&format!("{login}:loadtest-secret-1\n"));
+    }
+    std::fs::write(users_file, file).expect("write the users file");
+    println!("url=http://{} lmtp=127.0.0.1:{} pid={} users={users} mode={mode}", srv.addr, dovecot.lmtp_port, std::process::id());
+    let _ = tokio::signal::ctrl_c().await;
+}
+
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -212,6 +257,14 @@ async fn main() {
             let window = args.get(2).and_then(|s| s.parse().ok()).unwrap_or(512);
             initial_sync(n, window).await;
         }
-        _ => eprintln!("usage: imap_bench push (notify|idle|webhook) [n] | initial-sync [n] [window]"),
+        Some("serve") => {
+            let mode = args.get(1).map(String::as_str).unwrap_or("notify");
+            let n = args.get(2).and_then(|s| s.parse().ok()).unwrap_or(100);
+            let file = args.get(3).map(String::as_str).unwrap_or("lt.users");
+            serve(mode, n, file).await;
+        }
+        _ => eprintln!(
+            "usage: imap_bench push (notify|idle|webhook) [n] | initial-sync [n] [window] | serve (notify|idle|webhook) [n] [users-file]"
+        ),
     }
 }

@@ -192,6 +192,8 @@ log_path = {root}/dovecot.log
 instance_name = pushsync-test-{imap}
 protocols = imap lmtp
 listen = 127.0.0.1
+# Room for a benchmark's hundreds of watching and pooled IMAP connections (default 100).
+default_process_limit = 1000
 {ssl}disable_plaintext_auth = no
 auth_mechanisms = plain login
 auth_username_format = %Ln
