@@ -87,8 +87,6 @@ pub struct LimitSettings {
     pub tls_handshake_timeout_secs: u64,
     /// Most simultaneous client connections (the process has at most 20,000 open files).
     pub max_connections: usize,
-    /// Time a command may spend on the store before it answers "server error, retry".
-    pub command_timeout_secs: u64,
 }
 
 impl Default for LimitSettings {
@@ -99,7 +97,6 @@ impl Default for LimitSettings {
             body_timeout_secs: 120,
             tls_handshake_timeout_secs: 10,
             max_connections: 19_000,
-            command_timeout_secs: 120,
         }
     }
 }
