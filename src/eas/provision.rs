@@ -73,7 +73,7 @@ pub async fn handle(ctx: &mut Ctx<'_>, request: Request) -> Result<CommandRespon
             tracing::info!("device acknowledged the remote wipe");
         }
         response.push_text_child(tag::provision::STATUS, status(ProvisionStatus::Success.code()));
-        // Answer in the form the device acknowledged (MS-ASPROV: the same element back).
+        // Answer in the form the device acknowledged, whatever was requested of it.
         response.push(Element::new(ack.tag));
         return Ok(CommandResponse::Wbxml(response));
     }
