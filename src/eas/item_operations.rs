@@ -211,7 +211,10 @@ async fn empty_folder(map: &FolderMap, mailbox: &std::sync::Arc<dyn Mailbox>, op
     let delete_subfolders =
         op.child(tag::item_operations::OPTIONS).and_then(|o| o.child(tag::item_operations::DELETE_SUB_FOLDERS)).is_some();
     if delete_subfolders {
-        let children: Vec<_> = map.iter().filter(|(_, f)| f.parent.as_ref() == Some(&folder.id)).map(|(_, f)| f.id.clone()).collect();
+        // A special folder below (a Sent kept under Inbox, say) cannot be deleted: it stays,
+        // rather than failing the request after the messages are already gone.
+        let children: Vec<_> =
+            map.iter().filter(|(_, f)| f.parent.as_ref() == Some(&folder.id) && f.role.is_none()).map(|(_, f)| f.id.clone()).collect();
         for child in children {
             match mailbox.delete_folder(&child).await {
                 Ok(()) | Err(StoreError::FolderNotFound) => {}
