@@ -128,6 +128,12 @@ async fn smart_reply_threads_and_smart_forward_attaches() {
     let (srv, _, mut b) = two_users().await;
     let original = b"From: Alice <alice@example.test>\r\nTo: bob@example.test\r\nSubject: Plan\r\nMessage-ID: <plan-1@example.test>\r\nMIME-Version: 1.0\r\nContent-Type: multipart/mixed; boundary=\"b\"\r\n\r\n--b\r\nContent-Type: text/plain\r\n\r\nThe plan is simple.\r\n--b\r\nContent-Type: application/pdf; name=\"plan.pdf\"\r\nContent-Disposition: attachment; filename=\"plan.pdf\"\r\nContent-Transfer-Encoding: base64\r\n\r\nJVBERi0xLjQK\r\n--b--\r\n";
     let (inbox, sid) = bob_has(&srv, &mut b, original).await;
+    // Bob's tablet holds the original too, and will hear of the reply and the forward.
+    let mut tablet = srv.phone("bob", "TABLET");
+    tablet.setup().await;
+    let k = text_of(collection(&tablet.post("Sync", Some(&sync_request(&inbox, "0", 10, vec![]))).await.doc()), tag::air_sync::SYNC_KEY);
+    let tablet_key =
+        text_of(collection(&tablet.post("Sync", Some(&sync_request(&inbox, &k, 10, vec![]))).await.doc()), tag::air_sync::SYNC_KEY);
 
     let reply_mime = b"To: alice@example.test\r\nSubject: Re: Plan\r\n\r\nAgreed.\r\n";
     let reply = Element::new(tag::compose_mail::SMART_REPLY)
@@ -170,6 +176,11 @@ async fn smart_reply_threads_and_smart_forward_attaches() {
     let folder = mb.folders().await.unwrap().into_iter().find(|f| f.role == Some(SpecialUse::Inbox)).unwrap();
     let state = mb.message_states(&folder.id, &[1]).await.unwrap().remove(0);
     assert!(state.flags.contains(pushsync::store::Flags::ANSWERED) && state.flags.contains(pushsync::store::Flags::FORWARDED));
+    let r = tablet.post("Sync", Some(&sync_request(&inbox, &tablet_key, 10, vec![]))).await.doc();
+    let changes = collection(&r).child(tag::air_sync::COMMANDS).expect("the tablet gets a Change").children_with(tag::air_sync::CHANGE);
+    let change =
+        changes.into_iter().find(|c| c.child_text(tag::air_sync::SERVER_ID).as_deref() == Some(sid.as_str())).expect("of the original");
+    assert_eq!(text_of(change.child(tag::air_sync::APPLICATION_DATA).unwrap(), tag::email2::LAST_VERB_EXECUTED), "3", "forwarded last");
 
     // A missing original.
     let missing = Element::new(tag::compose_mail::SMART_REPLY)

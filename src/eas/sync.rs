@@ -501,7 +501,7 @@ async fn run_collection(
                         Err(e) => return Err(e.into()),
                     }
                 } else {
-                    change_data(m)
+                    change_data(m, render.version)
                 };
                 let t = if is_add { tag::air_sync::ADD } else { tag::air_sync::CHANGE };
                 commands.push(Element::new(t).with_text(tag::air_sync::SERVER_ID, sid).with(data));
@@ -582,8 +582,9 @@ fn item_uid(server_id: &str, collection: &str) -> Option<u32> {
     (c == collection).then_some(uid)
 }
 
-/// A Change carries only what can change on the server side: Read, Flag, Categories.
-fn change_data(m: &crate::store::MessageState) -> Element {
+/// A Change carries only what can change on the server side: Read, Flag, Categories, and
+/// (14.0+) the last verb when the message was replied to or forwarded from elsewhere.
+fn change_data(m: &crate::store::MessageState, version: ProtocolVersion) -> Element {
     let mut data =
         Element::new(tag::air_sync::APPLICATION_DATA).with_text(tag::email::READ, if m.flags.contains(Flags::SEEN) { "1" } else { "0" });
     let mut flag = Element::new(tag::email::FLAG);
@@ -597,6 +598,13 @@ fn change_data(m: &crate::store::MessageState) -> Element {
         cats.push_text_child(tag::email::CATEGORY, email::keyword_to_category(k));
     }
     data.push(cats);
+    if version >= ProtocolVersion::V14_0 {
+        if m.flags.contains(Flags::FORWARDED) {
+            data.push_text_child(tag::email2::LAST_VERB_EXECUTED, "3");
+        } else if m.flags.contains(Flags::ANSWERED) {
+            data.push_text_child(tag::email2::LAST_VERB_EXECUTED, "1");
+        }
+    }
     data
 }
 
