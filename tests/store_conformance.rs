@@ -555,6 +555,10 @@ async fn search_and_unicode_names(b: &mut dyn Backend) {
     assert_eq!(mb.search(&recent).await.unwrap().len(), 1);
     let only = pushsync::store::SearchQuery { text: Some("zebra".into()), folders: vec![folder.clone()], limit: 10, ..Default::default() };
     assert_eq!(mb.search(&only).await.unwrap().len(), 1);
+    // Several words: each must appear, in any order, not as a phrase.
+    let words = pushsync::store::SearchQuery { text: Some("crossing  zebra".into()), limit: 10, ..Default::default() };
+    let hits = mb.search(&words).await.unwrap();
+    assert_eq!(hits.iter().map(|h| h.uid).collect::<Vec<_>>(), vec![zebra], "{}", b.name());
     mb.delete_folder(&folder).await.unwrap();
 }
 

@@ -1077,10 +1077,12 @@ impl ImapMailbox {
             }
             let mut criteria: Vec<Arg> = Vec::new();
             let mut charset = false;
-            if let Some(t) = query.text.as_deref().map(str::trim).filter(|t| !t.is_empty()) {
-                charset = !t.is_ascii();
+            // Every word must appear, anywhere (as on the embedded store): one TEXT per word,
+            // which IMAP ANDs, rather than one TEXT that would look for the exact phrase.
+            for word in query.text.as_deref().unwrap_or_default().split_whitespace().take(16) {
+                charset |= !word.is_ascii();
                 criteria.push(Arg::Text("TEXT".into()));
-                criteria.push(wire::string(t));
+                criteria.push(wire::string(word));
             }
             if let Some(after) = query.received_after {
                 criteria.push(Arg::Text(format!("SINCE {}", wire::search_date(after - DATE_SLACK))));
