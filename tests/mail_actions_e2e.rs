@@ -463,6 +463,19 @@ async fn search_find_and_the_directory() {
     let statuses: Vec<String> =
         r.children_with(tag::resolve_recipients::RESPONSE).map(|x| text_of(x, tag::resolve_recipients::STATUS)).collect();
     assert_eq!(statuses, vec!["1", "2", "4"]);
+    let ambiguous = r.children_with(tag::resolve_recipients::RESPONSE).nth(1).unwrap();
+    let all = ambiguous.children_with(tag::resolve_recipients::RECIPIENT).count();
+    assert_eq!(text_of(ambiguous, tag::resolve_recipients::RECIPIENT_COUNT), all.to_string());
+
+    // Fewer suggestions than matches: a partial list, and the count of them all.
+    let rr = Element::new(tag::resolve_recipients::RESOLVE_RECIPIENTS)
+        .with_text(tag::resolve_recipients::TO, "al")
+        .with(Element::new(tag::resolve_recipients::OPTIONS).with_text(tag::resolve_recipients::MAX_AMBIGUOUS_RECIPIENTS, "1"));
+    let r = a.post("ResolveRecipients", Some(&rr)).await.doc();
+    let partial = r.child(tag::resolve_recipients::RESPONSE).unwrap();
+    assert_eq!(text_of(partial, tag::resolve_recipients::STATUS), "3");
+    assert_eq!(partial.children_with(tag::resolve_recipients::RECIPIENT).count(), 1);
+    assert_eq!(text_of(partial, tag::resolve_recipients::RECIPIENT_COUNT), all.to_string());
 }
 
 #[tokio::test]

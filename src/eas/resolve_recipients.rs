@@ -35,16 +35,18 @@ pub async fn handle(ctx: &mut Ctx<'_>, request: Request) -> Result<CommandRespon
     for name in names {
         let exact: Vec<&directory::Entry> = entries.iter().filter(|e| e.is(&name)).collect();
         let hits = if exact.is_empty() { directory::search(&entries, &name) } else { exact };
+        let shown: Vec<&&directory::Entry> = hits.iter().take(max_ambiguous.max(1)).collect();
         let status = match hits.len() {
             0 => ResolveRecipientsResponseStatus::NotResolved,
             1 => ResolveRecipientsResponseStatus::Success,
+            n if n > shown.len() => ResolveRecipientsResponseStatus::AmbiguousPartial,
             _ => ResolveRecipientsResponseStatus::Ambiguous,
         };
         let mut response = Element::new(tag::resolve_recipients::RESPONSE)
             .with_text(tag::resolve_recipients::TO, name.clone())
             .with_text(tag::resolve_recipients::STATUS, status.code().to_string());
-        let shown: Vec<&&directory::Entry> = hits.iter().take(max_ambiguous.max(1)).collect();
-        response.push_text_child(tag::resolve_recipients::RECIPIENT_COUNT, shown.len().to_string());
+        // With a partial list, RecipientCount tells the device how many there are in all.
+        response.push_text_child(tag::resolve_recipients::RECIPIENT_COUNT, hits.len().to_string());
         for e in shown {
             response.push(
                 Element::new(tag::resolve_recipients::RECIPIENT)
