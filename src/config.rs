@@ -78,8 +78,8 @@ impl Default for Config {
 pub struct LimitSettings {
     /// Largest request body accepted (413 beyond it).
     pub max_body_bytes: usize,
-    /// Time allowed for a request's headers, and for an idle keep-alive connection to start
-    /// its next request.
+    /// Time allowed for a request's headers, and for an idle keep-alive connection (HTTP/1.1,
+    /// or HTTP/2 with no request open) to start its next request.
     pub header_timeout_secs: u64,
     /// Time allowed to receive a request body.
     pub body_timeout_secs: u64,

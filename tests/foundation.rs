@@ -240,3 +240,31 @@ async fn https_with_http2_by_alpn() {
         assert_eq!(response.headers()["MS-ASProtocolVersions"], "12.0,12.1,14.0,14.1,16.0,16.1");
     }
 }
+
+/// An HTTP/2 connection kept busy stays open; once no request has been open on it for the
+/// header timeout, the server closes it (hyper alone would keep it, answering PINGs).
+#[tokio::test]
+async fn an_idle_http2_connection_is_closed() {
+    use hyper_util::rt::{TokioExecutor, TokioIo};
+    let srv = TestServer::start_with(|c| c.limits.header_timeout_secs = 1).await;
+    let tcp = tokio::net::TcpStream::connect(srv.addr).await.unwrap();
+    let (mut send, conn) = hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tcp)).await.unwrap();
+    let conn = tokio::spawn(conn);
+    let options = || {
+        http::Request::builder()
+            .method(Method::OPTIONS)
+            .uri(format!("http://{}/Microsoft-Server-ActiveSync", srv.addr))
+            .body(http_body_util::Full::new(Bytes::new()))
+            .unwrap()
+    };
+    // Busy for three times the idle limit: requests every 300 ms keep it open.
+    for _ in 0..10 {
+        let r = send.send_request(options()).await.expect("the connection is still open");
+        assert_eq!(r.status(), StatusCode::OK);
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    let started = std::time::Instant::now();
+    tokio::time::timeout(Duration::from_secs(10), conn).await.expect("the server closes the idle connection").unwrap().ok();
+    let waited = started.elapsed();
+    assert!(waited >= Duration::from_millis(600), "closed after {waited:?}, before it was idle for the limit");
+}

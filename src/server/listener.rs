@@ -9,6 +9,7 @@
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -81,7 +82,7 @@ pub async fn serve(app: Arc<App>, listener: TcpListener, tls: Option<TlsAcceptor
             _ = stop.cancelled() => break,
         };
         let _ = stream.set_nodelay(true);
-        let (app, builders, tls, watcher) = (app.clone(), builders.clone(), tls.clone(), graceful.watcher());
+        let (app, builders, tls, watcher, conn_stop) = (app.clone(), builders.clone(), tls.clone(), graceful.watcher(), stop.clone());
         let guard = ConnGuard { _permit: permit, _open: OpenConnection::new(app.metrics.clone()) };
         // This task only handshakes and picks the protocol, then hands the connection to a
         // task of that protocol and ends: its larger state (a TLS handshake) is not kept
@@ -91,7 +92,7 @@ pub async fn serve(app: Arc<App>, listener: TcpListener, tls: Option<TlsAcceptor
                 Some(acceptor) => match tokio::time::timeout(handshake_timeout, acceptor.accept(stream)).await {
                     Ok(Ok(tls_stream)) => {
                         if tls_stream.get_ref().1.alpn_protocol() == Some(b"h2") {
-                            tokio::spawn(serve_h2(app, builders, watcher, tls_stream, peer, guard));
+                            tokio::spawn(serve_h2(app, builders, conn_stop, watcher, tls_stream, peer, guard));
                         } else {
                             tokio::spawn(serve_h1(app, builders, watcher, tls_stream, peer, guard));
                         }
@@ -101,7 +102,7 @@ pub async fn serve(app: Arc<App>, listener: TcpListener, tls: Option<TlsAcceptor
                 },
                 None => match tokio::time::timeout(app.config.header_timeout(), is_h2_preface(&stream)).await {
                     Ok(Ok(true)) => {
-                        tokio::spawn(serve_h2(app, builders, watcher, stream, peer, guard));
+                        tokio::spawn(serve_h2(app, builders, conn_stop, watcher, stream, peer, guard));
                     }
                     Ok(Ok(false)) => {
                         tokio::spawn(serve_h1(app, builders, watcher, stream, peer, guard));
@@ -158,12 +159,95 @@ where
     let _ = watcher.watch(conn).await;
 }
 
-async fn serve_h2<IO>(app: Arc<App>, builders: Arc<Builders>, watcher: Watcher, io: IO, peer: SocketAddr, _guard: ConnGuard)
-where
+/// An HTTP/2 connection lives until the peer closes it, the server stops, or no request has
+/// been open on it for the header timeout: hyper closes idle HTTP/1.1 connections itself but
+/// would keep an idle HTTP/2 one (answering the peer's PINGs) forever.
+async fn serve_h2<IO>(
+    app: Arc<App>,
+    builders: Arc<Builders>,
+    stop: CancellationToken,
+    // Held, not used to watch: the server's drain waits until every watcher is gone.
+    _watcher: Watcher,
+    io: IO,
+    peer: SocketAddr,
+    _guard: ConnGuard,
+) where
     IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    let conn = builders.h2.serve_connection(TokioIo::new(io), service(app, peer));
-    let _ = watcher.watch(conn).await;
+    let idle_after = app.config.header_timeout();
+    let activity = Arc::new(Activity::default());
+    let inner = service(app, peer);
+    let counted = {
+        let activity = activity.clone();
+        service_fn(move |req: Request<Incoming>| {
+            let open = activity.open();
+            let inner = inner.clone();
+            async move {
+                let _open = open;
+                hyper::service::Service::call(&inner, req).await
+            }
+        })
+    };
+    let conn = builders.h2.serve_connection(TokioIo::new(io), counted);
+    tokio::pin!(conn);
+    let mut closing = false;
+    loop {
+        tokio::select! {
+            _ = conn.as_mut() => break,
+            _ = stop.cancelled(), if !closing => {
+                closing = true;
+                conn.as_mut().graceful_shutdown();
+            }
+            _ = activity.idle_for(idle_after), if !closing => {
+                closing = true;
+                conn.as_mut().graceful_shutdown();
+            }
+        }
+    }
+}
+
+/// The requests open on one HTTP/2 connection, to tell when it has been idle.
+#[derive(Default)]
+struct Activity {
+    open: std::sync::atomic::AtomicUsize,
+    started: std::sync::atomic::AtomicU64,
+    ended: tokio::sync::Notify,
+}
+
+impl Activity {
+    fn open(self: &Arc<Self>) -> OpenRequest {
+        self.started.fetch_add(1, Ordering::SeqCst);
+        self.open.fetch_add(1, Ordering::SeqCst);
+        OpenRequest(self.clone())
+    }
+
+    /// Resolves once no request has been open, nor started, for `idle`.
+    async fn idle_for(&self, idle: Duration) {
+        loop {
+            let ended = self.ended.notified();
+            tokio::pin!(ended);
+            ended.as_mut().enable();
+            if self.open.load(Ordering::SeqCst) > 0 {
+                ended.await;
+                continue;
+            }
+            let started = self.started.load(Ordering::SeqCst);
+            tokio::time::sleep(idle).await;
+            if self.open.load(Ordering::SeqCst) == 0 && self.started.load(Ordering::SeqCst) == started {
+                return;
+            }
+        }
+    }
+}
+
+/// One open request; its end may make the connection idle.
+struct OpenRequest(Arc<Activity>);
+
+impl Drop for OpenRequest {
+    fn drop(&mut self) {
+        self.0.open.fetch_sub(1, Ordering::SeqCst);
+        self.0.ended.notify_waiters();
+    }
 }
 
 /// What a connection holds while it lives: its place under the connection cap, and its
