@@ -62,7 +62,8 @@ pub async fn handle(ctx: &mut Ctx<'_>, request: Request) -> Result<CommandRespon
             }
             t if t == tag::settings::OOF => response.push(oof(ctx, part).await?),
             t if t == tag::settings::DEVICE_PASSWORD => {
-                // The recovery password is kept with the device for the administrator.
+                // Acknowledged but not kept: pushsync offers no recovery-password lookup, and a
+                // password it cannot show anyone is better not stored.
                 let ok = part.child(tag::settings::SET).and_then(|s| s.child_text(tag::settings::PASSWORD)).is_some();
                 response.push(status_el(t, if ok { 1 } else { SettingsStatus::ProtocolError.code() }));
             }
