@@ -14,13 +14,6 @@ fn folder_sync(key: &str) -> Element {
     Element::new(tag::folder_hierarchy::FOLDER_SYNC).with_text(tag::folder_hierarchy::SYNC_KEY, key)
 }
 
-fn ping(folder: &str, heartbeat: u32) -> Element {
-    Element::new(tag::ping::PING).with_text(tag::ping::HEARTBEAT_INTERVAL, heartbeat.to_string()).with(
-        Element::new(tag::ping::FOLDERS)
-            .with(Element::new(tag::ping::FOLDER).with_text(tag::ping::ID, folder).with_text(tag::ping::CLASS, "Email")),
-    )
-}
-
 fn json(text: &str) -> Value {
     serde_json::from_str(text).unwrap_or_else(|e| panic!("not JSON ({e}): {text}"))
 }
@@ -53,7 +46,7 @@ async fn disabling_a_user_ends_their_waiting_ping_within_a_second() {
     srv.add_user("alice").await;
     let mut phone = srv.phone("alice", "A");
     let inbox = phone.folder_id("2").await;
-    let waiting = tokio::spawn(async move { phone.post("Ping", Some(&ping(&inbox, 600))).await.doc() });
+    let waiting = tokio::spawn(async move { phone.post("Ping", Some(&ping(600, &[&inbox]))).await.doc() });
     tokio::time::sleep(Duration::from_millis(300)).await;
     let started = Instant::now();
     let (s, body) = srv.admin_call(Method::PUT, "/v1/sync/alice", Some(json!({ "enabled": false })), None).await;
@@ -245,7 +238,7 @@ async fn usage_counts_match_the_actions_taken() {
         p
     };
     let i2 = inbox.clone();
-    let waiting = tokio::spawn(async move { a_ping.post("Ping", Some(&ping(&i2, 300))).await.doc() });
+    let waiting = tokio::spawn(async move { a_ping.post("Ping", Some(&ping(300, &[&i2]))).await.doc() });
     tokio::time::sleep(Duration::from_millis(300)).await;
     srv.deliver("alice@example.test", "push me").await;
     assert_eq!(text_of(&waiting.await.unwrap(), tag::ping::STATUS), "2");

@@ -15,18 +15,6 @@ use pushsync::wbxml::{Element, tag};
 const LIMIT: Duration = Duration::from_secs(150);
 const SECRET: &str = "test-webhook-secret";
 
-fn ping(heartbeat: u32, folders: &[&str]) -> Element {
-    let mut f = Element::new(tag::ping::FOLDERS);
-    for id in folders {
-        f.push(Element::new(tag::ping::FOLDER).with_text(tag::ping::ID, *id).with_text(tag::ping::CLASS, "Email"));
-    }
-    Element::new(tag::ping::PING).with_text(tag::ping::HEARTBEAT_INTERVAL, heartbeat.to_string()).with(f)
-}
-
-fn ping_folders(doc: &Element) -> Vec<String> {
-    doc.child(tag::ping::FOLDERS).map(|f| f.children_with(tag::ping::FOLDER).filter_map(|e| e.text_content()).collect()).unwrap_or_default()
-}
-
 /// Dovecot with user alice, and pushsync in front of it (short heartbeats allowed).
 async fn setup(
     test: &str,

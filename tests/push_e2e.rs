@@ -8,18 +8,6 @@ use std::time::{Duration, Instant};
 use common::*;
 use pushsync::wbxml::{Element, tag};
 
-fn ping(heartbeat: u32, folders: &[&str]) -> Element {
-    let mut f = Element::new(tag::ping::FOLDERS);
-    for id in folders {
-        f.push(Element::new(tag::ping::FOLDER).with_text(tag::ping::ID, *id).with_text(tag::ping::CLASS, "Email"));
-    }
-    Element::new(tag::ping::PING).with_text(tag::ping::HEARTBEAT_INTERVAL, heartbeat.to_string()).with(f)
-}
-
-fn ping_folders(doc: &Element) -> Vec<String> {
-    doc.child(tag::ping::FOLDERS).map(|f| f.children_with(tag::ping::FOLDER).filter_map(|e| e.text_content()).collect()).unwrap_or_default()
-}
-
 /// A phone that has synced `collections` to the end (so a Ping waits).
 async fn synced_phone(srv: &TestServer, user: &str, device: &str, collections: &[&str]) -> (Phone, Vec<String>) {
     let mut phone = srv.phone(user, device);

@@ -30,15 +30,9 @@ use std::time::{Duration, Instant};
 
 use common::dovecot::{Dovecot, DovecotOptions, free_port};
 use common::*;
-use pushsync::wbxml::{Element, tag};
+use pushsync::wbxml::tag;
 
 const SECRET: &str = "bench-webhook-secret";
-
-fn ping(heartbeat: u32, folder: &str) -> Element {
-    let f = Element::new(tag::ping::FOLDERS)
-        .with(Element::new(tag::ping::FOLDER).with_text(tag::ping::ID, folder).with_text(tag::ping::CLASS, "Email"));
-    Element::new(tag::ping::PING).with_text(tag::ping::HEARTBEAT_INTERVAL, heartbeat.to_string()).with(f)
-}
 
 /// Syncs `collection` to the end from `key`; returns the new key and the number of Adds.
 async fn sync_to_end(phone: &Phone, collection_id: &str, mut key: String, window: usize) -> (String, usize) {
@@ -76,23 +70,28 @@ fn memory() -> (u64, u64) {
     (kb("VmRSS:"), kb("VmHWM:"))
 }
 
-async fn push(mode: &str, n: usize) {
+/// Dovecot with `users` (login, password), and pushsync in front of it pushing by `mode`
+/// (`webhook`, `notify` or `idle`; `BENCH_DISABLE` lists IMAP extensions not to use), every
+/// user enabled for Mobile Sync.
+async fn start(name: &str, mode: &str, users: &[(String, String)]) -> Option<(Dovecot, TestServer)> {
     let hook_port = free_port();
     let webhook = mode == "webhook";
     let opts = DovecotOptions {
         webhook: webhook.then(|| (format!("http://127.0.0.1:{hook_port}/dovecot"), SECRET.to_string())),
         ..Default::default()
     };
-    let Some(dovecot) = Dovecot::start_with("imap_bench", opts) else { return };
-    dovecot.add_user("alice", PASSWORD);
-    let mode_owned = mode.to_string();
+    let dovecot = Dovecot::start_with(name, opts)?;
+    for (login, password) in users {
+        dovecot.add_user(login, password);
+    }
+    let idle = mode == "idle";
     let srv = TestServer::start_imap(&dovecot, move |c| {
         c.ping.min_heartbeat_secs = 1;
-        if mode_owned == "webhook" {
+        if webhook {
             c.webhook.listen = Some(format!("127.0.0.1:{hook_port}").parse().unwrap());
             c.webhook.secret = Some(SECRET.into());
         }
-        if mode_owned == "idle" {
+        if idle {
             c.imap.disable_extensions = vec!["NOTIFY".into()];
         }
         if let Ok(disabled) = std::env::var("BENCH_DISABLE") {
@@ -100,7 +99,14 @@ async fn push(mode: &str, n: usize) {
         }
     })
     .await;
-    srv.enable_sync("alice").await;
+    for (login, _) in users {
+        srv.enable_sync(login).await;
+    }
+    Some((dovecot, srv))
+}
+
+async fn push(mode: &str, n: usize) {
+    let Some((dovecot, srv)) = start("imap_bench", mode, &[("alice".into(), PASSWORD.into())]).await else { return };
     dovecot.deliver_simple("alice@example.test", "first").await;
     let mut phone = srv.phone("alice", "BENCH");
     let inbox = phone.folder_id("2").await;
@@ -113,7 +119,7 @@ async fn push(mode: &str, n: usize) {
         let mut pinger = srv.phone("alice", "BENCH");
         pinger.policy_key = phone.policy_key;
         let folder = inbox.clone();
-        let wait = tokio::spawn(async move { pinger.post("Ping", Some(&ping(120, &folder))).await.doc() });
+        let wait = tokio::spawn(async move { pinger.post("Ping", Some(&ping(120, &[&folder]))).await.doc() });
         while srv.app().hub.waiting_devices() < 1 {
             tokio::time::sleep(Duration::from_millis(2)).await;
         }
@@ -210,36 +216,11 @@ async fn initial_sync(n: usize, window: usize) {
 
 /// Dovecot and pushsync for `pushsync-loadtest` to drive, until Ctrl-C.
 async fn serve(mode: &str, users: usize, users_file: &str) {
-    let hook_port = free_port();
-    let webhook = mode == "webhook";
-    let opts = DovecotOptions {
-        webhook: webhook.then(|| (format!("http://127.0.0.1:{hook_port}/dovecot"), SECRET.to_string())),
-        ..Default::default()
-    };
-    let Some(dovecot) = Dovecot::start_with("imap_bench_serve", opts) else { return };
-    let logins: Vec<String> = (1..=users).map(|i| format!("lt-user-{i:05}")).collect();
-    for login in &logins {
-        dovecot.add_user(login, "loadtest-secret-1");
-    }
-    let mode_owned = mode.to_string();
-    let srv = TestServer::start_imap(&dovecot, move |c| {
-        c.ping.min_heartbeat_secs = 1;
-        if mode_owned == "webhook" {
-            c.webhook.listen = Some(format!("127.0.0.1:{hook_port}").parse().unwrap());
-            c.webhook.secret = Some(SECRET.into());
-        }
-        if mode_owned == "idle" {
-            c.imap.disable_extensions = vec!["NOTIFY".into()];
-        }
-    })
-    .await;
-    let mut file = String::new();
-    for login in &logins {
-        srv.enable_sync(login).await;
-        file.push_str(&format!("{login}:loadtest-secret-1\n"));
-    }
+    let users: Vec<(String, String)> = (1..=users).map(|i| (format!("lt-user-{i:05}"), "loadtest-secret-1".to_string())).collect();
+    let Some((dovecot, srv)) = start("imap_bench_serve", mode, &users).await else { return };
+    let file: String = users.iter().map(|(login, password)| format!("{login}:{password}\n")).collect();
     std::fs::write(users_file, file).expect("write the users file");
-    println!("url=http://{} lmtp=127.0.0.1:{} pid={} users={users} mode={mode}", srv.addr, dovecot.lmtp_port, std::process::id());
+    println!("url=http://{} lmtp=127.0.0.1:{} pid={} users={} mode={mode}", srv.addr, dovecot.lmtp_port, std::process::id(), users.len());
     let _ = tokio::signal::ctrl_c().await;
 }
 

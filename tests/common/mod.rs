@@ -337,6 +337,20 @@ pub fn folders_of(folder_sync: &Element) -> Vec<(String, String, String)> {
 }
 
 /// A Sync request for one collection.
+/// A Ping request watching these Email folders.
+pub fn ping(heartbeat: u32, folders: &[&str]) -> Element {
+    let mut f = Element::new(tag::ping::FOLDERS);
+    for id in folders {
+        f.push(Element::new(tag::ping::FOLDER).with_text(tag::ping::ID, *id).with_text(tag::ping::CLASS, "Email"));
+    }
+    Element::new(tag::ping::PING).with_text(tag::ping::HEARTBEAT_INTERVAL, heartbeat.to_string()).with(f)
+}
+
+/// The folder ids a Ping response names.
+pub fn ping_folders(doc: &Element) -> Vec<String> {
+    doc.child(tag::ping::FOLDERS).map(|f| f.children_with(tag::ping::FOLDER).filter_map(|e| e.text_content()).collect()).unwrap_or_default()
+}
+
 pub fn sync_request(collection: &str, key: &str, window: usize, extra: Vec<Element>) -> Element {
     let mut c = Element::new(tag::air_sync::COLLECTION)
         .with_text(tag::air_sync::SYNC_KEY, key)
