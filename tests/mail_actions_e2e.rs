@@ -192,6 +192,19 @@ async fn smart_reply_threads_and_smart_forward_attaches() {
         )
         .with(Element::opaque(tag::compose_mail::MIME, reply_mime.to_vec()));
     assert_eq!(compose_status(&b.post("SmartReply", Some(&missing)).await).as_deref(), Some("150"));
+
+    // An ItemId of another folder under the Inbox's FolderId names nothing, though the Inbox
+    // has a message with that number.
+    let uid = sid.rsplit_once(':').unwrap().1;
+    let mismatched = Element::new(tag::compose_mail::SMART_REPLY)
+        .with_text(tag::compose_mail::CLIENT_ID, "r3")
+        .with(
+            Element::new(tag::compose_mail::SOURCE)
+                .with_text(tag::compose_mail::FOLDER_ID, inbox.clone())
+                .with_text(tag::compose_mail::ITEM_ID, format!("{inbox}9:{uid}")),
+        )
+        .with(Element::opaque(tag::compose_mail::MIME, reply_mime.to_vec()));
+    assert_eq!(compose_status(&b.post("SmartReply", Some(&mismatched)).await).as_deref(), Some("150"));
 }
 
 #[tokio::test]

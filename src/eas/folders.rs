@@ -85,6 +85,13 @@ pub fn parse_server_id(s: &str) -> Option<(&str, u32)> {
     (!c.is_empty()).then_some((c, uid))
 }
 
+/// The message number of a ServerId that belongs to `collection`; `None` for one of another
+/// folder (its number there would name a different message).
+pub fn item_uid_in(server_id: &str, collection: &str) -> Option<u32> {
+    let (c, uid) = parse_server_id(server_id)?;
+    (c == collection).then_some(uid)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -9,7 +9,7 @@ use bytes::{BufMut, Bytes, BytesMut};
 use super::dispatch::{Ctx, Request};
 use super::email::{self, RenderOptions};
 use super::error::{CommandResponse, EasError};
-use super::folders::{FolderMap, parse_server_id};
+use super::folders::{FolderMap, item_uid_in, parse_server_id};
 use super::status::ItemOperationsStatus as Status;
 use crate::store::{Mailbox, SpecialUse, StoreError};
 use crate::wbxml::{Element, tag};
@@ -145,11 +145,10 @@ async fn fetch(
     let (collection, server_id, long_id) =
         (op.child_text(tag::air_sync::COLLECTION_ID), op.child_text(tag::air_sync::SERVER_ID), op.child_text(tag::search::LONG_ID));
     let target = match (&server_id, &long_id) {
-        // A ServerId names its folder; one that contradicts the CollectionId is not found
-        // (fetching by its message number in the other folder would return a stranger).
-        (Some(sid), _) => {
-            parse_server_id(sid).filter(|(c, _)| collection.as_deref().is_none_or(|given| given == *c)).map(|(c, u)| (c.to_string(), u))
-        }
+        (Some(sid), _) => match &collection {
+            Some(c) => item_uid_in(sid, c).map(|u| (c.clone(), u)),
+            None => parse_server_id(sid).map(|(c, u)| (c.to_string(), u)),
+        },
         (None, Some(lid)) => parse_server_id(lid).map(|(c, u)| (c.to_string(), u)),
         (None, None) => return Err(EasError::Protocol("Fetch without FileReference, ServerId or LongId".into())),
     };

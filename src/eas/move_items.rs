@@ -3,7 +3,7 @@
 
 use super::dispatch::{Ctx, Request};
 use super::error::{CommandResponse, EasError};
-use super::folders::{parse_server_id, server_id};
+use super::folders::{item_uid_in, server_id};
 use super::status::MoveItemsStatus;
 use crate::store::StoreError;
 use crate::wbxml::{Element, tag};
@@ -35,7 +35,7 @@ pub async fn handle(ctx: &mut Ctx<'_>, request: Request) -> Result<CommandRespon
             out.push(response(&src_msg, MoveItemsStatus::InvalidSourceId, None));
             continue;
         };
-        let Some(uid) = parse_server_id(&src_msg).filter(|(c, _)| *c == src_fld.trim()).map(|(_, u)| u) else {
+        let Some(uid) = item_uid_in(&src_msg, src_fld.trim()) else {
             out.push(response(&src_msg, MoveItemsStatus::InvalidSourceId, None));
             continue;
         };

@@ -14,7 +14,7 @@ use mail_parser::{Message, MessageParser, MimeHeaders};
 
 use super::dispatch::{Ctx, Request};
 use super::error::{CommandResponse, EasError};
-use super::folders::parse_server_id;
+use super::folders::{item_uid_in, parse_server_id};
 use super::status::CommonStatus;
 use super::{Command, ProtocolVersion, compose};
 use crate::outbound::SendError;
@@ -59,9 +59,7 @@ fn parse(ctx: &Ctx<'_>, request: Request, kind: Kind) -> Result<Submission, EasE
         // 12.x: MIME body; ItemId/CollectionId/LongId and SaveInSent in the query.
         let p = &ctx.line.params;
         let source = match (&p.item_id, &p.collection_id, &p.long_id) {
-            (Some(item), Some(coll), _) => {
-                parse_server_id(item).map(|(_, u)| (coll.clone(), u)).or_else(|| item.parse().ok().map(|u| (coll.clone(), u)))
-            }
+            (Some(item), Some(coll), _) => item_uid_in(item, coll).or_else(|| item.parse().ok()).map(|u| (coll.clone(), u)),
             (Some(item), None, _) => parse_server_id(item).map(|(c, u)| (c.to_string(), u)),
             (None, _, Some(long)) => parse_server_id(long).map(|(c, u)| (c.to_string(), u)),
             _ => None,
@@ -78,7 +76,7 @@ fn parse(ctx: &Ctx<'_>, request: Request, kind: Kind) -> Result<Submission, EasE
         let item = s.child_text(tag::compose_mail::ITEM_ID);
         let folder = s.child_text(tag::compose_mail::FOLDER_ID);
         match (item, folder, long) {
-            (Some(i), Some(f), _) => parse_server_id(&i).map(|(_, u)| (f.trim().to_string(), u)),
+            (Some(i), Some(f), _) => item_uid_in(&i, f.trim()).map(|u| (f.trim().to_string(), u)),
             (Some(i), None, _) => parse_server_id(&i).map(|(c, u)| (c.to_string(), u)),
             (None, _, Some(l)) => parse_server_id(&l).map(|(c, u)| (c.to_string(), u)),
             _ => None,

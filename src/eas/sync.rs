@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 use super::dispatch::{Ctx, Request};
 use super::email::{self, BodyPreference, RenderOptions};
 use super::error::{CommandResponse, EasError};
-use super::folders::{FolderMap, parse_server_id, server_id};
+use super::folders::{FolderMap, item_uid_in, parse_server_id, server_id};
 use super::status::SyncStatus;
 use super::{ProtocolVersion, compose};
 use crate::push::Wake;
@@ -428,14 +428,14 @@ async fn run_collection(
     if !bootstrap {
         for (i, cmd) in c.commands.iter().enumerate() {
             match cmd {
-                ClientCommand::Change { server_id: sid, data } => match item_uid(sid, &c.collection_id) {
+                ClientCommand::Change { server_id: sid, data } => match item_uid_in(sid, &c.collection_id) {
                     Some(uid) => {
                         ops.push(ClientOp::SetFlags { uid, change: email::flag_change(data) });
                         op_refs.push((i, sid.clone()));
                     }
                     None => item_errors.push((tag::air_sync::CHANGE, sid.clone(), SyncStatus::ObjectNotFound)),
                 },
-                ClientCommand::Delete { server_id: sid } => match item_uid(sid, &c.collection_id) {
+                ClientCommand::Delete { server_id: sid } => match item_uid_in(sid, &c.collection_id) {
                     Some(uid) => {
                         let move_to = if c.deletes_as_moves { trash.filter(|t| **t != folder.id).cloned() } else { None };
                         ops.push(ClientOp::Delete { uid, move_to });
@@ -575,11 +575,6 @@ async fn run_collection(
     // A later round of a long poll continues from the key just handed out.
     c.sync_key = Some(key);
     Ok((CollectionResult { element: e, has_content: has_content || more }, Some(sent)))
-}
-
-fn item_uid(server_id: &str, collection: &str) -> Option<u32> {
-    let (c, uid) = parse_server_id(server_id)?;
-    (c == collection).then_some(uid)
 }
 
 /// A Change carries only what can change on the server side: Read, Flag, Categories, and
