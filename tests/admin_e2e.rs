@@ -100,6 +100,13 @@ async fn account_only_wipe_for_16_1() {
     );
     let r = phone.post("Provision", Some(&provision)).await.doc();
     assert!(r.child(tag::provision::ACCOUNT_ONLY_REMOTE_WIPE).is_some(), "{}", pushsync::wbxml::to_xml(&r));
+    // The same device now speaking 14.1 cannot be told "account only": it is shut out, never
+    // sent a full wipe.
+    phone.version = "14.1".into();
+    let r = phone.post("Provision", Some(&provision)).await;
+    assert_eq!(r.status_code().as_deref(), Some("129"));
+    let doc = r.doc();
+    assert!(doc.child(tag::provision::REMOTE_WIPE).is_none(), "{}", pushsync::wbxml::to_xml(&doc));
 }
 
 #[tokio::test]
